@@ -1,0 +1,48 @@
+"""Brax environments by name and backend, wrapped for training.
+
+`make_env` returns a batched environment: `reset(key)` takes one key per env
+(`key: [num_envs, 2]`) and `step` auto-resets finished episodes. Episodes are cut at
+`episode_length` (counted in env steps times `action_repeat`, as Brax counts them), and
+`state.info['truncation']` marks a cut that was not a true termination.
+"""
+
+from brax import envs as brax_envs
+
+BACKENDS = ("generalized", "mjx", "positional", "spring")
+
+
+def env_names() -> tuple[str, ...]:
+  return tuple(sorted(brax_envs._envs))  # brax keeps its registry in this dict
+
+
+def check_name_and_backend(name: str, backend: str) -> None:
+  """Raises ValueError listing the valid choices for an unknown env name or backend."""
+  if name not in env_names():
+    raise ValueError(
+        f"Unknown environment {name!r}; choose one of: {', '.join(env_names())}."
+    )
+  if backend not in BACKENDS:
+    raise ValueError(f"Unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}.")
+
+
+def make_env(
+    name: str,
+    backend: str = "spring",
+    episode_length: int = 1000,
+    action_repeat: int = 1,
+    **env_kwargs,
+) -> brax_envs.Env:
+  """A vectorized, auto-resetting Brax env with episode cut-off and action repeat."""
+  check_name_and_backend(name, backend)
+  if episode_length <= 0 or action_repeat <= 0:
+    raise ValueError(
+        f"episode_length and action_repeat must be positive, got {episode_length} and "
+        f"{action_repeat}."
+    )
+  env = brax_envs.get_environment(name, backend=backend, **env_kwargs)
+  return brax_envs.training.wrap(env, episode_length=episode_length, action_repeat=action_repeat)
+
+
+def control_dt(env: brax_envs.Env, action_repeat: int = 1) -> float:
+  """Seconds of simulated time between two agent decisions."""
+  return float(env.dt) * action_repeat

@@ -1,0 +1,87 @@
+"""Host side (not jittable): metric writers, console progress and the return plot.
+
+A run's workdir holds `metrics.jsonl` (one JSON object per logged chunk),
+TensorBoard event files under `tensorboard/`, and `return.png`.
+"""
+
+import json
+import math
+import os
+import sys
+
+from tensorboardX import SummaryWriter
+
+
+class MetricsWriter:
+  """Appends each chunk's metrics to metrics.jsonl and TensorBoard, and prints progress."""
+
+  def __init__(self, workdir: str, total_env_steps: int, stream=sys.stdout):
+    os.makedirs(workdir, exist_ok=True)
+    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._total_env_steps = total_env_steps
+    self._stream = stream
+
+  def write(self, metrics: dict) -> None:
+    """`metrics` must hold `env_steps`; None values are kept in JSON, skipped in TB."""
+    self._jsonl.write(json.dumps(metrics) + "\n")
+    self._jsonl.flush()
+    step = metrics["env_steps"]
+    for name, value in metrics.items():
+      if name != "env_steps" and isinstance(value, (int, float)) and math.isfinite(value):
+        self._tensorboard.add_scalar(name, value, step)
+    self._tensorboard.flush()
+    print(progress_line(metrics, self._total_env_steps), file=self._stream, flush=True)
+
+  def close(self) -> None:
+    self._jsonl.close()
+    self._tensorboard.close()
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def progress_line(metrics: dict, total_env_steps: int) -> str:
+  steps = metrics["env_steps"]
+  rate = metrics.get("steps_per_second") or 0.0
+  left = (total_env_steps - steps) / rate if rate > 0 else float("nan")
+  true_return = metrics.get("true_return")
+  return_text = "   n/a" if true_return is None else f"{true_return:8.1f}"
+  return (
+      f"[{100.0 * steps / total_env_steps:5.1f}%] env steps {steps:>11,d} | "
+      f"{rate:9,.0f} steps/s | true return {return_text} | "
+      f"elapsed {_duration(metrics.get('elapsed_seconds', 0.0))} | "
+      f"left {_duration(left) if math.isfinite(left) else '?'}"
+  )
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_returns(records: list[dict], path: str, title: str = "") -> None:
+  """Writes a PNG of true return (and any learned return) against env steps."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for key, label in (("true_return", "true return"), ("learned_return", "learned return")):
+    points = [(r["env_steps"], r[key]) for r in records if r.get(key) is not None]
+    if points:
+      ax.plot(*zip(*points), label=label)
+  ax.set_xlabel("env steps")
+  ax.set_ylabel("episode return")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+

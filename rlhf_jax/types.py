@@ -1,0 +1,27 @@
+"""Records that flow through the training loop (pytrees of arrays)."""
+
+from typing import NamedTuple
+
+import jax
+
+
+class Transition(NamedTuple):
+  """One env step of a batch of envs; a rollout stacks them as [T, N, ...].
+
+  `reward` is what PPO optimizes (chosen by `config.reward.source`); `true_reward` is
+  the environment's own reward, always kept beside it. `discount` is 0 where an episode
+  ended (terminated or cut off); `truncation` is 1 where it was cut off at the episode
+  length rather than terminated. `episode_return` holds the finished episode's true
+  return at steps where `discount == 0` and is meaningless elsewhere.
+  """
+
+  obs: jax.Array  # float32 [..., obs_size]
+  action: jax.Array  # float32 [..., action_size], as sent to the env (after tanh)
+  raw_action: jax.Array  # float32 [..., action_size], before tanh
+  log_prob: jax.Array  # float32 [...], of raw_action under the behaviour policy
+  reward: jax.Array  # float32 [...]
+  true_reward: jax.Array  # float32 [...]
+  discount: jax.Array  # float32 [...]
+  truncation: jax.Array  # float32 [...]
+  next_obs: jax.Array  # float32 [..., obs_size]
+  episode_return: jax.Array  # float32 [...]
