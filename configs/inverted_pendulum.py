@@ -2,7 +2,8 @@
 
   python -m rlhf_jax.train --config=configs/inverted_pendulum.py --workdir=runs/ip
 
-Expected on a 2-core CPU: about 1 minute, true return above 800 (out of 1000).
+Expected on a 2-core CPU: under a minute; the true return (mean of the episodes that end
+in a chunk; 1000 is the cap) climbs from about 40 to above 800 by 2M env steps.
 """
 
 from rlhf_jax.config import default_config
@@ -12,5 +13,8 @@ def get_config():
   config = default_config()
   config.env.name = "inverted_pendulum"
   config.env.backend = "spring"
-  config.total_env_steps = 1_000_000
+  config.env.episode_length = 1000
+  config.total_env_steps = 2_000_000
+  config.ppo.value_hidden_sizes = (64, 64)
+  config.ppo.reward_scaling = 0.1
   return config

@@ -1,0 +1,59 @@
+"""Environments: shapes, auto-reset, and clear errors for unknown names and backends."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from rlhf_jax import envs
+
+
+def test_unknown_name_lists_valid_ones():
+  with pytest.raises(ValueError, match="Unknown environment 'hoper'.*hopper.*inverted_pendulum"):
+    envs.make_env("hoper")
+
+
+def test_unknown_backend_lists_valid_ones():
+  with pytest.raises(ValueError, match="Unknown backend 'sprng'.*generalized.*spring"):
+    envs.make_env("hopper", backend="sprng")
+
+
+@pytest.mark.parametrize("kwargs", [{"episode_length": 0}, {"action_repeat": -1}])
+def test_nonpositive_lengths_rejected(kwargs):
+  with pytest.raises(ValueError, match="must be positive"):
+    envs.make_env("inverted_pendulum", **kwargs)
+
+
+def test_shapes_and_auto_reset():
+  num_envs, episode_length = 3, 5
+  env = envs.make_env("inverted_pendulum", "spring", episode_length=episode_length)
+  state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), num_envs))
+  assert state.obs.shape == (num_envs, env.observation_size)
+  assert env.action_size == 1
+  step = jax.jit(env.step)
+  action = jnp.zeros((num_envs, env.action_size))
+  first_obs = state.obs
+  dones = []
+  for _ in range(episode_length):
+    state = step(state, action)
+    assert state.obs.shape == (num_envs, env.observation_size)
+    assert state.reward.shape == (num_envs,)
+    dones.append(state.done)
+  # A zero action keeps the pendulum up for 5 steps: only the cut-off ends the episode,
+  # it is marked as truncation, and the env is back at its first observation.
+  assert [float(d.sum()) for d in dones] == [0.0] * (episode_length - 1) + [num_envs]
+  assert bool(jnp.all(state.info["truncation"] == 1))
+  assert bool(jnp.allclose(state.obs, first_obs))
+  state = step(state, action)
+  assert float(state.done.sum()) == 0.0
+
+
+def test_action_repeat_counts_env_steps():
+  env = envs.make_env("inverted_pendulum", "spring", episode_length=6, action_repeat=3)
+  state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), 2))
+  step = jax.jit(env.step)
+  action = jnp.zeros((2, 1))
+  state = step(state, action)
+  assert float(state.done.sum()) == 0.0
+  state = step(state, action)  # 2 decisions x 3 repeats = 6 physics steps: cut off
+  assert float(state.done.sum()) == 2.0
+  assert envs.control_dt(envs.make_env("inverted_pendulum"), 3) == pytest.approx(0.06)
