@@ -3,35 +3,35 @@
 from setuptools import find_packages, setup
 
 setup(
-    name="rlhf_jax",
-    version="0.1.0",
-    description="Reinforcement learning from human preferences in JAX and Brax",
-    long_description=open("README.md", encoding="utf-8").read(),
-    long_description_content_type="text/markdown",
-    python_requires=">=3.11",
-    packages=find_packages(include=["rlhf_jax", "rlhf_jax.*"]),
-    # CPU JAX by default; see the README for the GPU/TPU builds.
-    install_requires=[
-        "jax>=0.10.2,<0.11",
-        "flax>=0.12.8,<0.13",
-        "optax>=0.2.8,<0.3",
-        "orbax-checkpoint>=0.12.8,<0.13",
-        "brax>=0.14.2,<0.15",
-        "mujoco>=3.3,<5",
-        "ml-collections>=1.1,<2",
-        "absl-py>=2.1,<3",
-        "tensorboardX>=2.6,<3",
-        "matplotlib>=3.10,<4",
-        "numpy>=2.0,<3",
+  name="rlhf_jax",
+  version="0.1.0",
+  description="Reinforcement learning from human preferences in JAX and Brax",
+  long_description=open("README.md", encoding="utf-8").read(),
+  long_description_content_type="text/markdown",
+  python_requires=">=3.11",
+  packages=find_packages(include=["rlhf_jax", "rlhf_jax.*"]),
+  # CPU JAX by default; see the README for the GPU/TPU builds.
+  install_requires=[
+    "jax>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "brax>=0.14.2,<0.15",
+    "mujoco>=3.3,<5",
+    "ml-collections>=1.1,<2",
+    "absl-py>=2.1,<3",
+    "tensorboardX>=2.6,<3",
+    "matplotlib>=3.10,<4",
+    "numpy>=2.0,<3",
+  ],
+  extras_require={
+    "test": [
+      "pytest>=8,<10",
+      "nbclient>=0.10,<0.12",
+      "nbformat>=5.10,<6",
+      "ipykernel>=6.29,<8",
     ],
-    extras_require={
-        "test": [
-            "pytest>=8,<10",
-            "nbclient>=0.10,<0.12",
-            "nbformat>=5.10,<6",
-            "ipykernel>=6.29,<8",
-        ],
-        "dev": ["ruff>=0.8,<1"],
-    },
-    entry_points={"console_scripts": ["rlhf-jax-train=rlhf_jax.train:run"]},
+    "dev": ["ruff>=0.8,<1"],
+  },
+  entry_points={"console_scripts": ["rlhf-jax-train=rlhf_jax.train:run"]},
 )

@@ -8,7 +8,9 @@ Derived quantities (env steps per iteration, number of chunks) are computed by t
 functions below from the config; they are never written back into it.
 """
 
+import importlib.util
 import math
+import os
 
 import ml_collections
 
@@ -55,6 +57,14 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
+def load(path: str) -> ml_collections.ConfigDict:
+  """Calls `get_config()` of a config file, e.g. `load("configs/hopper.py")`."""
+  spec = importlib.util.spec_from_file_location(os.path.basename(path).removesuffix(".py"), path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def env_steps_per_iteration(config) -> int:
   """Environment steps (physics steps times action repeat) of one training iteration."""
   ppo = config.ppo
@@ -90,18 +100,18 @@ def validate(config, device_count: int = 1) -> None:
   from rlhf_jax import envs  # local import: envs imports brax, which is slow to load
 
   _require_positive(
-      config,
-      [
-          "total_env_steps",
-          "iterations_per_chunk",
-          "env.episode_length",
-          "env.action_repeat",
-          "ppo.num_envs",
-          "ppo.unroll_length",
-          "ppo.batch_size",
-          "ppo.num_minibatches",
-          "ppo.num_updates_per_batch",
-      ],
+    config,
+    [
+      "total_env_steps",
+      "iterations_per_chunk",
+      "env.episode_length",
+      "env.action_repeat",
+      "ppo.num_envs",
+      "ppo.unroll_length",
+      "ppo.batch_size",
+      "ppo.num_minibatches",
+      "ppo.num_updates_per_batch",
+    ],
   )
   envs.check_name_and_backend(config.env.name, config.env.backend)
   ppo = config.ppo
@@ -118,23 +128,23 @@ def validate(config, device_count: int = 1) -> None:
     sizes = tuple(ppo[key])
     if not sizes or any(not isinstance(s, int) or s <= 0 for s in sizes):
       raise ValueError(
-          f"config.ppo.{key} must be a non-empty list of positive integers, got {sizes!r}."
+        f"config.ppo.{key} must be a non-empty list of positive integers, got {sizes!r}."
       )
   samples = ppo.batch_size * ppo.num_minibatches
   if samples % ppo.num_envs:
     raise ValueError(
-        f"config.ppo.batch_size * config.ppo.num_minibatches ({ppo.batch_size} * "
-        f"{ppo.num_minibatches} = {samples}) must be a multiple of config.ppo.num_envs "
-        f"({ppo.num_envs}): each iteration runs whole unrolls of all envs. Change "
-        "batch_size, num_minibatches or num_envs."
+      f"config.ppo.batch_size * config.ppo.num_minibatches ({ppo.batch_size} * "
+      f"{ppo.num_minibatches} = {samples}) must be a multiple of config.ppo.num_envs "
+      f"({ppo.num_envs}): each iteration runs whole unrolls of all envs. Change "
+      "batch_size, num_minibatches or num_envs."
     )
   if ppo.num_envs % device_count:
     raise ValueError(
-        f"config.ppo.num_envs ({ppo.num_envs}) must be a multiple of the device count "
-        f"({device_count})."
+      f"config.ppo.num_envs ({ppo.num_envs}) must be a multiple of the device count "
+      f"({device_count})."
     )
   if config.reward.source not in REWARD_SOURCES:
     raise ValueError(
-        f"config.reward.source={config.reward.source!r} is unknown; "
-        f"choose one of {', '.join(REWARD_SOURCES)}."
+      f"config.reward.source={config.reward.source!r} is unknown; "
+      f"choose one of {', '.join(REWARD_SOURCES)}."
     )

@@ -18,26 +18,24 @@ def env_names() -> tuple[str, ...]:
 def check_name_and_backend(name: str, backend: str) -> None:
   """Raises ValueError listing the valid choices for an unknown env name or backend."""
   if name not in env_names():
-    raise ValueError(
-        f"Unknown environment {name!r}; choose one of: {', '.join(env_names())}."
-    )
+    raise ValueError(f"Unknown environment {name!r}; choose one of: {', '.join(env_names())}.")
   if backend not in BACKENDS:
     raise ValueError(f"Unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}.")
 
 
 def make_env(
-    name: str,
-    backend: str = "spring",
-    episode_length: int = 1000,
-    action_repeat: int = 1,
-    **env_kwargs,
+  name: str,
+  backend: str = "spring",
+  episode_length: int = 1000,
+  action_repeat: int = 1,
+  **env_kwargs,
 ) -> brax_envs.Env:
   """A vectorized, auto-resetting Brax env with episode cut-off and action repeat."""
   check_name_and_backend(name, backend)
   if episode_length <= 0 or action_repeat <= 0:
     raise ValueError(
-        f"episode_length and action_repeat must be positive, got {episode_length} and "
-        f"{action_repeat}."
+      f"episode_length and action_repeat must be positive, got {episode_length} and "
+      f"{action_repeat}."
     )
   env = brax_envs.get_environment(name, backend=backend, **env_kwargs)
   return brax_envs.training.wrap(env, episode_length=episode_length, action_repeat=action_repeat)

@@ -10,7 +10,8 @@
 Only the metrics of a chunk reach the host.
 """
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -49,18 +50,18 @@ def episode_metrics(transitions: Transition) -> dict:
   """Sums of finished episodes' true returns and their count (summed again per chunk)."""
   ended = 1.0 - transitions.discount
   return {
-      "episode_return_sum": jnp.sum(ended * transitions.episode_return),
-      "episodes": jnp.sum(ended),
+    "episode_return_sum": jnp.sum(ended * transitions.episode_return),
+    "episodes": jnp.sum(ended),
   }
 
 
 def make_trainer(config) -> Trainer:
   config_lib.validate(config)
   env = envs.make_env(
-      config.env.name,
-      config.env.backend,
-      episode_length=config.env.episode_length,
-      action_repeat=config.env.action_repeat,
+    config.env.name,
+    config.env.backend,
+    episode_length=config.env.episode_length,
+    action_repeat=config.env.action_repeat,
   )
   ppo_config = config.ppo
   networks = ppo.make_networks(env.observation_size, env.action_size, ppo_config)
@@ -85,37 +86,37 @@ def make_trainer(config) -> Trainer:
 
     unroll = rollout.make_rollout(env, policy, ppo_config.unroll_length)
     env_state, transitions = jax.lax.scan(
-        unroll, state.env_state, jax.random.split(key_rollout, num_unrolls)
+      unroll, state.env_state, jax.random.split(key_rollout, num_unrolls)
     )
     # [U, T, N, ...] -> [T, U * N, ...]: sequences of T steps, batched along axis 1.
     transitions = jax.tree.map(
-        lambda x: jnp.swapaxes(x, 0, 1).reshape((x.shape[1], -1) + x.shape[3:]), transitions
+      lambda x: jnp.swapaxes(x, 0, 1).reshape((x.shape[1], -1) + x.shape[3:]), transitions
     )
     transitions = transitions._replace(reward=reward_fn(transitions))
     ppo_state, ppo_metrics = update(state.ppo, transitions, key_update)
 
     metrics = {
-        **ppo_metrics,
-        **episode_metrics(transitions),
-        "true_reward_per_step": jnp.mean(transitions.true_reward),
-        "reward_per_step": jnp.mean(transitions.reward),
+      **ppo_metrics,
+      **episode_metrics(transitions),
+      "true_reward_per_step": jnp.mean(transitions.true_reward),
+      "reward_per_step": jnp.mean(transitions.reward),
     }
     return TrainState(ppo_state, env_state, key, state.iteration + 1), metrics
 
   def chunk(state: TrainState):
     state, metrics = jax.lax.scan(
-        lambda s, _: iteration(s), state, None, length=config.iterations_per_chunk
+      lambda s, _: iteration(s), state, None, length=config.iterations_per_chunk
     )
     summed = {"episode_return_sum", "episodes"}
     return state, {k: jnp.sum(v) if k in summed else jnp.mean(v) for k, v in metrics.items()}
 
   return Trainer(
-      init=jax.jit(init),
-      iteration=iteration,
-      chunk=jax.jit(chunk, donate_argnums=0),
-      env=env,
-      networks=networks,
-      env_steps_per_iteration=steps_per_iteration,
+    init=jax.jit(init),
+    iteration=iteration,
+    chunk=jax.jit(chunk, donate_argnums=0),
+    env=env,
+    networks=networks,
+    env_steps_per_iteration=steps_per_iteration,
   )
 
 

@@ -52,10 +52,10 @@ def progress_line(metrics: dict, total_env_steps: int) -> str:
   true_return = metrics.get("true_return")
   return_text = "   n/a" if true_return is None else f"{true_return:8.1f}"
   return (
-      f"[{100.0 * steps / total_env_steps:5.1f}%] env steps {steps:>11,d} | "
-      f"{rate:9,.0f} steps/s | true return {return_text} | "
-      f"elapsed {_duration(metrics.get('elapsed_seconds', 0.0))} | "
-      f"left {_duration(left) if math.isfinite(left) else '?'}"
+    f"[{100.0 * steps / total_env_steps:5.1f}%] env steps {steps:>11,d} | "
+    f"{rate:9,.0f} steps/s | true return {return_text} | "
+    f"elapsed {_duration(metrics.get('elapsed_seconds', 0.0))} | "
+    f"left {_duration(left) if math.isfinite(left) else '?'}"
   )
 
 
@@ -75,7 +75,8 @@ def plot_returns(records: list[dict], path: str, title: str = "") -> None:
   for key, label in (("true_return", "true return"), ("learned_return", "learned return")):
     points = [(r["env_steps"], r[key]) for r in records if r.get(key) is not None]
     if points:
-      ax.plot(*zip(*points), label=label)
+      steps, values = zip(*points, strict=True)
+      ax.plot(steps, values, label=label)
   ax.set_xlabel("env steps")
   ax.set_ylabel("episode return")
   ax.set_title(title)
@@ -84,4 +85,3 @@ def plot_returns(records: list[dict], path: str, title: str = "") -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
-

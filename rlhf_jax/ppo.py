@@ -42,17 +42,17 @@ class PPOState:
 def make_networks(observation_size: int, action_size: int, ppo_config):
   """Brax's PPO networks: a tanh-normal policy MLP and a value MLP (swish)."""
   preprocess = (
-      running_statistics.normalize
-      if ppo_config.normalize_observations
-      else lambda obs, unused_normalizer: obs
+    running_statistics.normalize
+    if ppo_config.normalize_observations
+    else lambda obs, unused_normalizer: obs
   )
   return brax_ppo_networks.make_ppo_networks(
-      observation_size,
-      action_size,
-      preprocess_observations_fn=preprocess,
-      policy_hidden_layer_sizes=tuple(ppo_config.policy_hidden_sizes),
-      value_hidden_layer_sizes=tuple(ppo_config.value_hidden_sizes),
-      activation=linen.swish,
+    observation_size,
+    action_size,
+    preprocess_observations_fn=preprocess,
+    policy_hidden_layer_sizes=tuple(ppo_config.policy_hidden_sizes),
+    value_hidden_layer_sizes=tuple(ppo_config.value_hidden_sizes),
+    activation=linen.swish,
   )
 
 
@@ -66,12 +66,10 @@ def make_optimizer(ppo_config) -> optax.GradientTransformation:
 def init_state(key, networks, optimizer, observation_size: int) -> PPOState:
   key_policy, key_value = jax.random.split(key)
   params = PPONetworkParams(
-      policy=networks.policy_network.init(key_policy),
-      value=networks.value_network.init(key_value),
+    policy=networks.policy_network.init(key_policy),
+    value=networks.value_network.init(key_value),
   )
-  normalizer = running_statistics.init_state(
-      jax.ShapeDtypeStruct((observation_size,), jnp.float32)
-  )
+  normalizer = running_statistics.init_state(jax.ShapeDtypeStruct((observation_size,), jnp.float32))
   return PPOState(params, optimizer.init(params), normalizer)
 
 
@@ -112,13 +110,13 @@ def ppo_loss(params: PPONetworkParams, normalizer, data: Transition, key, networ
 
   termination = (1 - data.discount) * (1 - data.truncation)
   targets, advantages = compute_gae(
-      truncation=data.truncation,
-      termination=termination,
-      rewards=data.reward * ppo_config.reward_scaling,
-      values=values,
-      bootstrap_value=bootstrap_value,
-      lambda_=ppo_config.gae_lambda,
-      discount=ppo_config.discounting,
+    truncation=data.truncation,
+    termination=termination,
+    rewards=data.reward * ppo_config.reward_scaling,
+    values=values,
+    bootstrap_value=bootstrap_value,
+    lambda_=ppo_config.gae_lambda,
+    discount=ppo_config.discounting,
   )
   if ppo_config.normalize_advantage:
     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -130,10 +128,10 @@ def ppo_loss(params: PPONetworkParams, normalizer, data: Transition, key, networ
   entropy_loss = -ppo_config.entropy_cost * entropy
   total = policy_loss + v_loss + entropy_loss
   return total, {
-      "ppo_loss": total,
-      "policy_loss": policy_loss,
-      "value_loss": v_loss,
-      "entropy": entropy,
+    "ppo_loss": total,
+    "policy_loss": policy_loss,
+    "value_loss": v_loss,
+    "entropy": entropy,
   }
 
 
@@ -146,7 +144,7 @@ def make_update_fn(networks, optimizer, ppo_config):
   """
   num_minibatches = ppo_config.num_minibatches
   loss_and_grad = jax.value_and_grad(
-      functools.partial(ppo_loss, networks=networks, ppo_config=ppo_config), has_aux=True
+    functools.partial(ppo_loss, networks=networks, ppo_config=ppo_config), has_aux=True
   )
 
   def minibatch_step(carry, minibatch, normalizer):
@@ -169,9 +167,9 @@ def make_update_fn(networks, optimizer, ppo_config):
 
     minibatches = jax.tree.map(to_minibatches, data)
     (params, optimizer_state, _), metrics = jax.lax.scan(
-        functools.partial(minibatch_step, normalizer=normalizer),
-        (params, optimizer_state, key_grad),
-        minibatches,
+      functools.partial(minibatch_step, normalizer=normalizer),
+      (params, optimizer_state, key_grad),
+      minibatches,
     )
     return (params, optimizer_state), metrics
 
@@ -181,9 +179,9 @@ def make_update_fn(networks, optimizer, ppo_config):
       normalizer = running_statistics.update(normalizer, data.obs)
     keys = jax.random.split(key, ppo_config.num_updates_per_batch)
     (params, optimizer_state), metrics = jax.lax.scan(
-        functools.partial(epoch, data=data, normalizer=normalizer),
-        (state.params, state.optimizer_state),
-        keys,
+      functools.partial(epoch, data=data, normalizer=normalizer),
+      (state.params, state.optimizer_state),
+      keys,
     )
     new_state = PPOState(params, optimizer_state, normalizer)
     return new_state, jax.tree.map(jnp.mean, metrics)

@@ -24,16 +24,16 @@ def make_rollout(env, policy, unroll_length: int):
     # jitted chunk's signature) fixed, so the chunk compiles once.
     next_state = jax.tree.map(strip_weak_type, env.step(env_state, action))
     transition = Transition(
-        obs=env_state.obs,
-        action=action,
-        raw_action=raw_action,
-        log_prob=log_prob,
-        reward=next_state.reward,
-        true_reward=next_state.reward,
-        discount=1.0 - next_state.done,
-        truncation=next_state.info["truncation"],
-        next_obs=next_state.obs,
-        episode_return=next_state.info["episode_metrics"]["sum_reward"],
+      obs=env_state.obs,
+      action=action,
+      raw_action=raw_action,
+      log_prob=log_prob,
+      reward=next_state.reward,
+      true_reward=next_state.reward,
+      discount=1.0 - next_state.done,
+      truncation=next_state.info["truncation"],
+      next_obs=next_state.obs,
+      episode_return=next_state.info["episode_metrics"]["sum_reward"],
     )
     return next_state, transition
 

@@ -11,6 +11,7 @@ writes `return.png`. The workdir also gets the resolved config as `config.json`.
 import os
 import sys
 import time
+from typing import Any, NamedTuple
 
 import jax
 from absl import app, flags
@@ -23,13 +24,17 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, logs and plots.")
 
 
-def train(config, workdir: str, stream=sys.stdout) -> list[dict]:
-  """Runs the experiment described by `config`; returns the logged metric records."""
+class TrainResult(NamedTuple):
+  records: list[dict]  # the rows of metrics.jsonl
+  state: loop.TrainState  # the final state (policy, value, normalizer, envs, ...)
+  trainer: Any  # loop.Trainer: the networks and functions the run used
+
+
+def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
+  """Runs the experiment described by `config`, writing its outputs to `workdir`."""
   config_lib.validate(config)
   if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-    raise FileExistsError(
-        f"{workdir} already holds a run's metrics.jsonl; choose a new --workdir."
-    )
+    raise FileExistsError(f"{workdir} already holds a run's metrics.jsonl; choose a new --workdir.")
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -39,10 +44,10 @@ def train(config, workdir: str, stream=sys.stdout) -> list[dict]:
   steps_per_chunk = trainer.env_steps_per_iteration * config.iterations_per_chunk
   total_env_steps = num_chunks * steps_per_chunk
   print(
-      f"rlhf_jax: {config.env.name} ({config.env.backend}) on {jax.devices()[0].platform}, "
-      f"{total_env_steps:,} env steps in {num_chunks} chunks of {steps_per_chunk:,}",
-      file=stream,
-      flush=True,
+    f"rlhf_jax: {config.env.name} ({config.env.backend}) on {jax.devices()[0].platform}, "
+    f"{total_env_steps:,} env steps in {num_chunks} chunks of {steps_per_chunk:,}",
+    file=stream,
+    flush=True,
   )
 
   state = trainer.init(jax.random.PRNGKey(config.seed))
@@ -60,20 +65,18 @@ def train(config, workdir: str, stream=sys.stdout) -> list[dict]:
       record = loop.chunk_summary(chunk_metrics)  # waits for the chunk to finish
       seconds = time.perf_counter() - chunk_start
       record.update(
-          env_steps=(index + 1) * steps_per_chunk,
-          steps_per_second=steps_per_chunk / seconds,
-          elapsed_seconds=time.perf_counter() - start,
-          compile_seconds=compile_seconds,
+        env_steps=(index + 1) * steps_per_chunk,
+        steps_per_second=steps_per_chunk / seconds,
+        elapsed_seconds=time.perf_counter() - start,
+        compile_seconds=compile_seconds,
       )
       writer.write(record)
       records.append(record)
   finally:
     writer.close()
     if records:
-      metrics.plot_returns(
-          records, os.path.join(workdir, "return.png"), title=f"{config.env.name}"
-      )
-  return records
+      metrics.plot_returns(records, os.path.join(workdir, "return.png"), title=f"{config.env.name}")
+  return TrainResult(records, state, trainer)
 
 
 def main(argv):

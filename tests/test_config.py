@@ -17,29 +17,29 @@ def _config(**overrides):
 
 
 @pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"env__name": "hoper"}, "Unknown environment 'hoper'; choose one of: ant"),
-        ({"env__backend": "warp"}, "Unknown backend 'warp'; choose one of: generalized"),
-        ({"ppo__num_envs": 0}, r"config.ppo.num_envs must be a positive integer, got 0"),
-        ({"ppo__batch_size": -4}, r"config.ppo.batch_size must be a positive integer, got -4"),
-        ({"ppo__unroll_length": 0}, r"config.ppo.unroll_length must be a positive integer"),
-        ({"ppo__num_minibatches": 0}, r"config.ppo.num_minibatches must be a positive"),
-        ({"ppo__num_updates_per_batch": 0}, r"config.ppo.num_updates_per_batch must be"),
-        ({"env__episode_length": 0}, r"config.env.episode_length must be a positive integer"),
-        ({"env__action_repeat": 0}, r"config.env.action_repeat must be a positive integer"),
-        ({"total_env_steps": 0}, r"config.total_env_steps must be a positive integer"),
-        ({"iterations_per_chunk": 0}, r"config.iterations_per_chunk must be a positive"),
-        (
-            {"ppo__num_envs": 96, "ppo__batch_size": 100, "ppo__num_minibatches": 4},
-            r"\(100 \* 4 = 400\) must be a multiple of config.ppo.num_envs \(96\)",
-        ),
-        ({"ppo__learning_rate": 0.0}, r"config.ppo.learning_rate must be > 0"),
-        ({"ppo__discounting": 1.5}, r"config.ppo.discounting must be in \(0, 1\]"),
-        ({"ppo__entropy_cost": -0.1}, r"config.ppo.entropy_cost must be >= 0"),
-        ({"ppo__value_hidden_sizes": (64, 0)}, r"value_hidden_sizes must be a non-empty list"),
-        ({"reward__source": "oracle"}, r"config.reward.source='oracle' is unknown; choose"),
-    ],
+  "overrides, message",
+  [
+    ({"env__name": "hoper"}, "Unknown environment 'hoper'; choose one of: ant"),
+    ({"env__backend": "warp"}, "Unknown backend 'warp'; choose one of: generalized"),
+    ({"ppo__num_envs": 0}, r"config.ppo.num_envs must be a positive integer, got 0"),
+    ({"ppo__batch_size": -4}, r"config.ppo.batch_size must be a positive integer, got -4"),
+    ({"ppo__unroll_length": 0}, r"config.ppo.unroll_length must be a positive integer"),
+    ({"ppo__num_minibatches": 0}, r"config.ppo.num_minibatches must be a positive"),
+    ({"ppo__num_updates_per_batch": 0}, r"config.ppo.num_updates_per_batch must be"),
+    ({"env__episode_length": 0}, r"config.env.episode_length must be a positive integer"),
+    ({"env__action_repeat": 0}, r"config.env.action_repeat must be a positive integer"),
+    ({"total_env_steps": 0}, r"config.total_env_steps must be a positive integer"),
+    ({"iterations_per_chunk": 0}, r"config.iterations_per_chunk must be a positive"),
+    (
+      {"ppo__num_envs": 96, "ppo__batch_size": 100, "ppo__num_minibatches": 4},
+      r"\(100 \* 4 = 400\) must be a multiple of config.ppo.num_envs \(96\)",
+    ),
+    ({"ppo__learning_rate": 0.0}, r"config.ppo.learning_rate must be > 0"),
+    ({"ppo__discounting": 1.5}, r"config.ppo.discounting must be in \(0, 1\]"),
+    ({"ppo__entropy_cost": -0.1}, r"config.ppo.entropy_cost must be >= 0"),
+    ({"ppo__value_hidden_sizes": (64, 0)}, r"value_hidden_sizes must be a non-empty list"),
+    ({"reward__source": "oracle"}, r"config.reward.source='oracle' is unknown; choose"),
+  ],
 )
 def test_bad_values_raise_clear_errors(overrides, message):
   with pytest.raises(ValueError, match=message):

@@ -6,9 +6,11 @@ import os
 import jax
 import pytest
 
+from rlhf_jax import config as config_lib
 from rlhf_jax import loop, train
 from rlhf_jax.config import default_config
-from tests.helpers import load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(seed=0):
@@ -33,9 +35,9 @@ def _deterministic(records):
 
 
 def test_same_config_and_seed_give_identical_metrics(tmp_path):
-  first = train.train(tiny_config(), str(tmp_path / "a"))
-  second = train.train(tiny_config(), str(tmp_path / "b"))
-  other_seed = train.train(tiny_config(seed=1), str(tmp_path / "c"))
+  first = train.train(tiny_config(), str(tmp_path / "a")).records
+  second = train.train(tiny_config(), str(tmp_path / "b")).records
+  other_seed = train.train(tiny_config(seed=1), str(tmp_path / "c")).records
   assert len(first) == 2
   assert _deterministic(first) == _deterministic(second)
   assert _deterministic(first) != _deterministic(other_seed)
@@ -43,7 +45,7 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
 
 def test_workdir_outputs(tmp_path):
   workdir = tmp_path / "run"
-  records = train.train(tiny_config(), str(workdir))
+  records = train.train(tiny_config(), str(workdir)).records
   lines = (workdir / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(line) for line in lines] == records
   for record in records:
@@ -67,9 +69,9 @@ def test_iterations_count_and_chunk_metrics_are_finite():
 
 def test_ppo_learns_inverted_pendulum(tmp_path):
   """True-reward PPO on inverted_pendulum: from ~40 to a clear >300 within 1.2M steps."""
-  config = load_config("configs/inverted_pendulum.py")
+  config = config_lib.load(os.path.join(REPO, "configs/inverted_pendulum.py"))
   config.total_env_steps = 1_228_800
-  records = train.train(config, str(tmp_path / "ip"))
+  records = train.train(config, str(tmp_path / "ip")).records
   returns = [r["true_return"] for r in records if r["true_return"] is not None]
   assert returns[0] < 100
   assert max(returns[-2:]) > 300, returns

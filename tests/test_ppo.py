@@ -43,27 +43,29 @@ def test_gae_matches_python_loop():
   truncation[4, 1] = truncation[6, 2] = 1
   gamma, lam = 0.97, 0.9
   targets, advantages = ppo.compute_gae(
-      truncation=jnp.asarray(truncation),
-      termination=jnp.asarray(termination),
-      rewards=jnp.asarray(rewards),
-      values=jnp.asarray(values),
-      bootstrap_value=jnp.asarray(bootstrap),
-      lambda_=lam,
-      discount=gamma,
+    truncation=jnp.asarray(truncation),
+    termination=jnp.asarray(termination),
+    rewards=jnp.asarray(rewards),
+    values=jnp.asarray(values),
+    bootstrap_value=jnp.asarray(bootstrap),
+    lambda_=lam,
+    discount=gamma,
   )
   expected = python_gae(rewards, values, bootstrap, None, truncation, termination, gamma, lam)
   # Brax returns the one-step advantage on the λ-return targets; the λ-return itself
   # (targets) must equal values + the GAE of the loop.
   np.testing.assert_allclose(
-      np.asarray(targets), (values + expected) * (1 - truncation) + values * truncation,
-      rtol=1e-5, atol=1e-5,
+    np.asarray(targets),
+    (values + expected) * (1 - truncation) + values * truncation,
+    rtol=1e-5,
+    atol=1e-5,
   )
   # The policy's advantage is Brax's: one step on the λ-returns, r + γ G^λ_{t+1} - V.
   lambda_returns = np.asarray(targets)
   next_returns = np.concatenate([lambda_returns[1:], bootstrap[None]], axis=0)
-  expected_advantages = (
-      rewards + gamma * (1 - termination) * next_returns - values
-  ) * (1 - truncation)
+  expected_advantages = (rewards + gamma * (1 - termination) * next_returns - values) * (
+    1 - truncation
+  )
   np.testing.assert_allclose(np.asarray(advantages), expected_advantages, rtol=1e-5, atol=1e-5)
 
 
@@ -117,10 +119,16 @@ def test_ppo_loss_hand_computed_case():
   obs = jnp.array([[[1.0, np.log(1.5)]], [[2.0, np.log(0.5)]]])
   next_obs = jnp.array([[[2.0, 0.0]], [[4.0, 0.0]]])
   data = Transition(
-      obs=obs, action=jnp.zeros((2, 1, 1)), raw_action=jnp.zeros((2, 1, 1)),
-      log_prob=jnp.zeros((2, 1)), reward=jnp.array([[1.0], [2.0]]),
-      true_reward=jnp.zeros((2, 1)), discount=jnp.ones((2, 1)),
-      truncation=jnp.zeros((2, 1)), next_obs=next_obs, episode_return=jnp.zeros((2, 1)),
+    obs=obs,
+    action=jnp.zeros((2, 1, 1)),
+    raw_action=jnp.zeros((2, 1, 1)),
+    log_prob=jnp.zeros((2, 1)),
+    reward=jnp.array([[1.0], [2.0]]),
+    true_reward=jnp.zeros((2, 1)),
+    discount=jnp.ones((2, 1)),
+    truncation=jnp.zeros((2, 1)),
+    next_obs=next_obs,
+    episode_return=jnp.zeros((2, 1)),
   )
   params = ppo.PPONetworkParams(policy=jnp.zeros(()), value=jnp.ones(()))
   loss, metrics = ppo.ppo_loss(params, None, data, jax.random.PRNGKey(0), Networks(), cfg)

@@ -1,0 +1,234 @@
+"""Our PPO against Brax's own, side by side in one process.
+
+  python experiments/compare_brax_ppo.py --envs=inverted_pendulum,reacher,hopper --seeds=0,1,2
+
+For each env, both trainers get the same env, backend, hyperparameters (from
+`configs/<env>.py`), env-step budget and seeds. Each final policy is then scored by the
+same judge, Brax's own `acting.Evaluator` (128 envs, one full episode each, stochastic
+policy as in Brax's default). Printed per env:
+
+  return: mean final eval return over seeds of each trainer, and of the initial policy;
+  return ratio: (ours - initial) / (brax - initial), the share of Brax's improvement over
+    the untrained policy that ours achieves (meaningful for negative returns too);
+  steps/s: the median over chunks (ours) and epochs (Brax) of env steps per second of
+    training, so compilation is left out of both.
+
+Brax 0.14.2 calls `jax.device_put_replicated`, which jax 0.10 removed; `_shim_jax`
+puts back an equivalent for Brax's use (replicate a pytree over local devices).
+"""
+
+import argparse
+import csv
+import functools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+
+warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _shim_jax():
+  if hasattr(jax, "device_put_replicated"):
+    return
+
+  def device_put_replicated(tree, devices):
+    # One copy per device, stacked on a leading axis that Brax's pmap maps over.
+    return jax.pmap(lambda _: tree, devices=devices)(jnp.arange(len(devices)))
+
+  jax.device_put_replicated = device_put_replicated
+
+
+_shim_jax()
+
+from brax import envs as brax_envs  # noqa: E402
+from brax.training import acting  # noqa: E402
+from brax.training.agents.ppo import networks as brax_ppo_networks  # noqa: E402
+from brax.training.agents.ppo import train as brax_ppo_train  # noqa: E402
+
+from rlhf_jax import config as config_lib  # noqa: E402
+from rlhf_jax import train as rlhf_train  # noqa: E402
+
+
+def budget(config) -> tuple[int, int]:
+  """(total env steps, number of chunks) that both trainers run."""
+  chunks = config_lib.num_chunks(config)
+  return chunks * config.iterations_per_chunk * config_lib.env_steps_per_iteration(config), chunks
+
+
+def run_brax(config, seed: int):
+  """Brax's PPO with our config's hyperparameters; returns (params, steps/s list, wall s)."""
+  ppo = config.ppo
+  total, chunks = budget(config)
+  sps = []
+
+  def progress(step, metrics):
+    if "training/sps" in metrics:
+      sps.append(float(metrics["training/sps"]))
+
+  start = time.perf_counter()
+  _, params, _ = brax_ppo_train.train(
+    environment=brax_envs.get_environment(config.env.name, backend=config.env.backend),
+    num_timesteps=total,
+    num_evals=chunks + 1,  # one epoch per chunk of ours
+    run_evals=False,
+    episode_length=config.env.episode_length,
+    action_repeat=config.env.action_repeat,
+    num_envs=ppo.num_envs,
+    unroll_length=ppo.unroll_length,
+    batch_size=ppo.batch_size,
+    num_minibatches=ppo.num_minibatches,
+    num_updates_per_batch=ppo.num_updates_per_batch,
+    learning_rate=ppo.learning_rate,
+    entropy_cost=ppo.entropy_cost,
+    discounting=ppo.discounting,
+    gae_lambda=ppo.gae_lambda,
+    clipping_epsilon=ppo.clipping_epsilon,
+    reward_scaling=ppo.reward_scaling,
+    normalize_observations=ppo.normalize_observations,
+    normalize_advantage=ppo.normalize_advantage,
+    vf_loss_coefficient=ppo.value_loss_coefficient,  # both: coefficient * ½ E[error²]
+    max_grad_norm=ppo.max_grad_norm or None,
+    network_factory=functools.partial(
+      brax_ppo_networks.make_ppo_networks,
+      policy_hidden_layer_sizes=tuple(ppo.policy_hidden_sizes),
+      value_hidden_layer_sizes=tuple(ppo.value_hidden_sizes),
+    ),
+    seed=seed,
+    progress_fn=progress,
+  )
+  return params, sps, time.perf_counter() - start
+
+
+def run_ours(config, seed: int, workdir: str):
+  config = config.copy_and_resolve_references()
+  config.seed = seed
+  start = time.perf_counter()
+  with open(os.devnull, "w") as quiet:
+    result = rlhf_train.train(config, workdir, stream=quiet)
+  wall = time.perf_counter() - start
+  ppo_state = result.state.ppo
+  params = (ppo_state.normalizer, ppo_state.params.policy, ppo_state.params.value)
+  initial = result.trainer.init(jax.random.PRNGKey(seed)).ppo
+  initial_params = (initial.normalizer, initial.params.policy, initial.params.value)
+  sps = [r["steps_per_second"] for r in result.records]
+  return params, initial_params, sps, wall, result.trainer.networks
+
+
+def evaluate(config, networks, params, seed: int) -> float:
+  """Mean return of 128 full episodes, judged by Brax's own evaluator."""
+  env = brax_envs.training.wrap(
+    brax_envs.get_environment(config.env.name, backend=config.env.backend),
+    episode_length=config.env.episode_length,
+    action_repeat=config.env.action_repeat,
+  )
+  evaluator = acting.Evaluator(
+    env,
+    brax_ppo_networks.make_inference_fn(networks),
+    num_eval_envs=128,
+    episode_length=config.env.episode_length,
+    action_repeat=config.env.action_repeat,
+    key=jax.random.PRNGKey(1000 + seed),
+  )
+  return float(evaluator.run_evaluation(params, training_metrics={})["eval/episode_reward"])
+
+
+def compare_env(name: str, seeds: list[int], total_env_steps: int | None, log) -> dict:
+  config = config_lib.load(os.path.join(REPO, "configs", f"{name}.py"))
+  if total_env_steps:
+    config.total_env_steps = total_env_steps
+  config_lib.validate(config)
+  rows = []
+  for seed in seeds:
+    with tempfile.TemporaryDirectory() as workdir:
+      ours, initial, our_sps, our_wall, networks = run_ours(config, seed, workdir)
+    brax_params, brax_sps, brax_wall = run_brax(config, seed)
+    row = {
+      "env": name,
+      "seed": seed,
+      "env_steps": budget(config)[0],
+      "initial_return": evaluate(config, networks, initial, seed),
+      "ours_return": evaluate(config, networks, ours, seed),
+      "brax_return": evaluate(config, networks, brax_params, seed),
+      "ours_steps_per_second": statistics.median(our_sps),
+      "brax_steps_per_second": statistics.median(brax_sps),
+      "ours_wall_seconds": our_wall,
+      "brax_wall_seconds": brax_wall,
+    }
+    log(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}))
+    rows.append(row)
+  return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+  mean = lambda key: statistics.fmean(r[key] for r in rows)  # noqa: E731
+  initial, ours, brax = mean("initial_return"), mean("ours_return"), mean("brax_return")
+  return {
+    "env": rows[0]["env"],
+    "seeds": len(rows),
+    "env_steps": rows[0]["env_steps"],
+    "initial_return": initial,
+    "ours_return": ours,
+    "brax_return": brax,
+    "return_ratio": (ours - initial) / (brax - initial),
+    "ours_steps_per_second": mean("ours_steps_per_second"),
+    "brax_steps_per_second": mean("brax_steps_per_second"),
+    "speed_ratio": mean("ours_steps_per_second") / mean("brax_steps_per_second"),
+  }
+
+
+def format_table(summaries: list[dict]) -> str:
+  header = (
+    f"{'env':<18}{'seeds':>6}{'env steps':>12}{'initial':>10}{'ours':>10}{'brax':>10}"
+    f"{'ret ratio':>10}{'ours sps':>11}{'brax sps':>11}{'sps ratio':>10}"
+  )
+  lines = [header, "-" * len(header)]
+  for s in summaries:
+    lines.append(
+      f"{s['env']:<18}{s['seeds']:>6}{s['env_steps']:>12,}{s['initial_return']:>10.1f}"
+      f"{s['ours_return']:>10.1f}{s['brax_return']:>10.1f}{s['return_ratio']:>10.2f}"
+      f"{s['ours_steps_per_second']:>11,.0f}{s['brax_steps_per_second']:>11,.0f}"
+      f"{s['speed_ratio']:>10.2f}"
+    )
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--envs", default="inverted_pendulum,reacher,hopper")
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument(
+    "--total_env_steps",
+    type=int,
+    default=None,
+    help="override every config's budget (for a quick try)",
+  )
+  parser.add_argument("--csv", default=None, help="also write the per-seed rows here")
+  args = parser.parse_args(argv)
+  seeds = [int(s) for s in args.seeds.split(",")]
+  log = functools.partial(print, file=sys.stderr, flush=True)
+  log(f"devices: {jax.devices()}")
+  all_rows, summaries = [], []
+  for name in args.envs.split(","):
+    rows = compare_env(name, seeds, args.total_env_steps, log)
+    all_rows += rows
+    summaries.append(summarize(rows))
+  if args.csv:
+    with open(args.csv, "w", newline="", encoding="utf-8") as f:
+      writer = csv.DictWriter(f, fieldnames=list(all_rows[0]))
+      writer.writeheader()
+      writer.writerows(all_rows)
+  print(format_table(summaries), flush=True)
+  return summaries
+
+
+if __name__ == "__main__":
+  main()
