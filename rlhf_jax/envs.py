@@ -6,7 +6,13 @@
 `state.info['truncation']` marks a cut that was not a true termination.
 """
 
+import warnings
+
 from brax import envs as brax_envs
+
+# Brax warns on every env it builds that its own pipelines are unmaintained; we choose
+# Brax's backends knowingly (see DESIGN.md), so the warning only buries our output.
+warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
 
 BACKENDS = ("generalized", "mjx", "positional", "spring")
 

@@ -66,12 +66,11 @@ def read_jsonl(path: str) -> list[dict]:
 
 def plot_returns(records: list[dict], path: str, title: str = "") -> None:
   """Writes a PNG of true return (and any learned return) against env steps."""
-  import matplotlib
+  # A bare Figure (no pyplot) leaves the caller's backend alone, e.g. a notebook's inline one.
+  from matplotlib.figure import Figure
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = Figure(figsize=(6, 4))
+  ax = fig.subplots()
   for key, label in (("true_return", "true return"), ("learned_return", "learned return")):
     points = [(r["env_steps"], r[key]) for r in records if r.get(key) is not None]
     if points:
@@ -84,4 +83,3 @@ def plot_returns(records: list[dict], path: str, title: str = "") -> None:
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)

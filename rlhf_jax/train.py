@@ -14,7 +14,7 @@ import time
 from typing import Any, NamedTuple
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rlhf_jax import config as config_lib
@@ -84,6 +84,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError("--config and --workdir are required.")
+  logging.set_verbosity(logging.WARNING)  # keep the console for our progress lines
   try:
     train(_CONFIG.value, _WORKDIR.value)
   except (ValueError, FileExistsError) as error:
