@@ -75,3 +75,13 @@ def test_ppo_learns_inverted_pendulum(tmp_path):
   returns = [r["true_return"] for r in records if r["true_return"] is not None]
   assert returns[0] < 100
   assert max(returns[-2:]) > 300, returns
+
+
+def test_no_host_transfer_inside_a_chunk():
+  trainer = loop.make_trainer(tiny_config())
+  state = trainer.init(jax.random.PRNGKey(0))
+  chunk = trainer.chunk.lower(state).compile()
+  with jax.transfer_guard("disallow"):
+    state, metrics = chunk(state)
+    jax.block_until_ready(metrics)
+  assert int(state.iteration) == 3
