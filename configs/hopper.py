@@ -12,17 +12,11 @@ def get_config():
   config = default_config()
   config.env.name = "hopper"
   config.env.backend = "spring"
-  config.env.episode_length = 1000
   config.total_env_steps = 3_000_000
-  config.iterations_per_chunk = 10
   config.ppo.num_envs = 256
   config.ppo.batch_size = 256
   config.ppo.num_minibatches = 8
   config.ppo.unroll_length = 20
   config.ppo.num_updates_per_batch = 4
-  config.ppo.discounting = 0.97
-  config.ppo.entropy_cost = 1e-2
-  config.ppo.learning_rate = 3e-4
-  config.ppo.reward_scaling = 1.0
   config.ppo.value_hidden_sizes = (256, 256)
   return config

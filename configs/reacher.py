@@ -13,7 +13,6 @@ def get_config():
   config = default_config()
   config.env.name = "reacher"
   config.env.backend = "spring"
-  config.env.episode_length = 1000
   config.env.action_repeat = 4
   config.total_env_steps = 8_000_000
   config.iterations_per_chunk = 2
@@ -24,7 +23,6 @@ def get_config():
   config.ppo.num_updates_per_batch = 8
   config.ppo.discounting = 0.95
   config.ppo.entropy_cost = 1e-3
-  config.ppo.learning_rate = 3e-4
   config.ppo.reward_scaling = 5.0
   config.ppo.value_hidden_sizes = (256, 256)
   return config
