@@ -14,7 +14,10 @@ import os
 
 import ml_collections
 
-REWARD_SOURCES = ("true",)
+REWARD_SOURCES = ("true", "learned")
+TEACHERS = ("oracle", "stochastic", "myopic", "skip", "equal", "mistake")
+# Default segment duration in simulated seconds (Christiano et al. 2017 use 1-2 s).
+SEGMENT_SECONDS = 1.5
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -53,7 +56,44 @@ def default_config() -> ml_collections.ConfigDict:
 
   # Where the reward that PPO optimizes comes from; the true reward is always recorded.
   config.reward = ml_collections.ConfigDict()
-  config.reward.source = "true"
+  config.reward.source = "true"  # "true" or "learned" (from preferences)
+  # The rest of this block, `segments`, `queries` and the teacher matter only when
+  # source == "learned". Defaults follow Christiano et al. 2017.
+  config.reward.ensemble_size = 3
+  config.reward.hidden_sizes = (64, 64)
+  config.reward.inputs = "obs_action"  # or "obs", "obs_next_obs"
+  config.reward.learning_rate = 3e-4
+  config.reward.label_noise = 0.1  # chance the teacher answers uniformly at random
+  config.reward.l2_init = 1e-4  # then adapted: validation loss 1.1-1.5x training loss
+  config.reward.batch_size = 64  # labelled pairs per member per Adam step
+  config.reward.validation_batch_size = 256
+  config.reward.train_steps = 4  # Adam steps per training iteration
+  config.reward.initial_train_steps = 500  # on the initial labels, before PPO starts
+  config.reward.normalizer_decay = 0.9  # of the running mean/std of each member's reward
+
+  config.segments = ml_collections.ConfigDict()
+  config.segments.length = 0  # steps; 0 means about SEGMENT_SECONDS of simulated time
+  config.segments.per_iteration = 256  # new segments kept per iteration (at most)
+  config.segments.buffer_size = 2048  # the most recent segments, to draw queries from
+
+  config.queries = ml_collections.ConfigDict()
+  config.queries.method = "disagreement"  # or "uniform", "entropy"
+  config.queries.oversampling = 10  # candidate pairs per query
+  config.queries.total_labels = 700  # the label budget of the run
+  config.queries.initial_fraction = 0.25  # asked from the random policy before PPO
+  config.queries.schedule = "paper"  # rate ~ timescale / (T + timescale); or "constant"
+  config.queries.schedule_timescale = 2e6
+  config.queries.buffer_size = 3000  # the most recent labels kept for training
+
+  # A simulated teacher from B-Pref (see rlhf_jax/teachers.py); the parameters below
+  # combine with the named preset wherever they differ from the oracle's values.
+  config.teacher = "oracle"
+  config.teacher_params = ml_collections.ConfigDict()
+  config.teacher_params.beta = float("inf")
+  config.teacher_params.gamma = 1.0
+  config.teacher_params.eps_skip = 0.0
+  config.teacher_params.eps_equal = 0.0
+  config.teacher_params.eps_mistake = 0.0
   return config
 
 
@@ -74,6 +114,17 @@ def env_steps_per_iteration(config) -> int:
 def num_unrolls_per_iteration(config) -> int:
   """Sequential unrolls of `num_envs` envs that fill one iteration's batch."""
   return config.ppo.batch_size * config.ppo.num_minibatches // config.ppo.num_envs
+
+
+def num_iterations(config) -> int:
+  return num_chunks(config) * config.iterations_per_chunk
+
+
+def segment_length(config, control_dt: float) -> int:
+  """`config.segments.length`, or about SEGMENT_SECONDS of simulated time when it is 0;
+  never longer than an episode."""
+  length = config.segments.length or max(1, round(SEGMENT_SECONDS / control_dt))
+  return min(length, config.env.episode_length // config.env.action_repeat)
 
 
 def num_chunks(config) -> int:
@@ -148,3 +199,85 @@ def validate(config, device_count: int = 1) -> None:
       f"config.reward.source={config.reward.source!r} is unknown; "
       f"choose one of {', '.join(REWARD_SOURCES)}."
     )
+  if config.reward.source == "learned":
+    _validate_preferences(config)
+
+
+def _validate_preferences(config) -> None:
+  from rlhf_jax import queries, reward_model  # local: they import jax
+
+  _require_positive(
+    config,
+    [
+      "reward.ensemble_size",
+      "reward.batch_size",
+      "reward.validation_batch_size",
+      "reward.train_steps",
+      "segments.per_iteration",
+      "segments.buffer_size",
+      "queries.oversampling",
+      "queries.total_labels",
+      "queries.buffer_size",
+    ],
+  )
+  for key in ("reward.initial_train_steps", "segments.length"):
+    value = _get(config, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ValueError(f"config.{key} must be an integer >= 0, got {value!r}.")
+  sizes = tuple(config.reward.hidden_sizes)
+  if any(not isinstance(s, int) or s <= 0 for s in sizes):
+    raise ValueError(f"config.reward.hidden_sizes must be positive integers, got {sizes!r}.")
+  steps_per_episode = config.env.episode_length // config.env.action_repeat
+  if config.segments.length > steps_per_episode:
+    raise ValueError(
+      f"config.segments.length ({config.segments.length}) must be at most the episode's "
+      f"{steps_per_episode} steps (env.episode_length / env.action_repeat); a segment never "
+      "crosses an episode end. Use 0 for about 1.5 s of simulated time."
+    )
+  if config.segments.per_iteration > config.segments.buffer_size:
+    raise ValueError(
+      f"config.segments.per_iteration ({config.segments.per_iteration}) must be at most "
+      f"config.segments.buffer_size ({config.segments.buffer_size})."
+    )
+  choices = (
+    ("reward.inputs", reward_model.INPUTS),
+    ("queries.method", queries.METHODS),
+    ("queries.schedule", queries.SCHEDULES),
+    ("teacher", TEACHERS),
+  )
+  for key, allowed in choices:
+    if _get(config, key) not in allowed:
+      raise ValueError(
+        f"config.{key}={_get(config, key)!r} is unknown; choose one of {', '.join(allowed)}."
+      )
+  queries_config = config.queries
+  if not 0 <= queries_config.initial_fraction <= 1:
+    raise ValueError(
+      f"config.queries.initial_fraction must be in [0, 1], got {queries_config.initial_fraction}."
+    )
+  if queries.initial_labels(queries_config.total_labels, queries_config.initial_fraction) < 1:
+    raise ValueError(
+      f"config.queries.total_labels ({queries_config.total_labels}) times "
+      f"initial_fraction ({queries_config.initial_fraction}) must give at least one initial "
+      "label: the reward model needs some before PPO starts."
+    )
+  if not queries_config.schedule_timescale > 0:
+    raise ValueError("config.queries.schedule_timescale must be > 0.")
+  for key, low, high in (
+    ("reward.learning_rate", 0.0, float("inf")),
+    ("reward.label_noise", 0.0, 1.0),
+    ("reward.normalizer_decay", 0.0, 1.0),
+  ):
+    value = _get(config, key)
+    if not (low <= value < high) or (key == "reward.learning_rate" and value == 0):
+      raise ValueError(f"config.{key} must be in [{low}, {high}), got {value!r}.")
+  if not config.reward.l2_init > 0:
+    raise ValueError(f"config.reward.l2_init must be > 0, got {config.reward.l2_init!r}.")
+  params = config.teacher_params
+  if not params.beta > 0:
+    raise ValueError(f"config.teacher_params.beta must be > 0 (inf: rational), got {params.beta}.")
+  if not 0 < params.gamma <= 1:
+    raise ValueError(f"config.teacher_params.gamma must be in (0, 1], got {params.gamma}.")
+  for key in ("eps_skip", "eps_equal", "eps_mistake"):
+    if not 0 <= params[key] <= 1:
+      raise ValueError(f"config.teacher_params.{key} must be in [0, 1], got {params[key]}.")

@@ -7,7 +7,14 @@
   chunk(state) -> (state, metrics)          `iterations_per_chunk` iterations in a
                                             `lax.scan`, jitted with the state donated
 
-Only the metrics of a chunk reach the host.
+With `config.reward.source == "learned"` one iteration is the whole preference loop:
+
+  rollout -> cut segments -> segment buffer -> candidate pairs -> pick queries -> teacher
+  -> preference buffer -> reward-model update -> learned reward of the rollout -> PPO update
+
+and `init` first asks the initial labels about segments of the random initial policy and
+fits the reward model to them (one iteration's worth of env steps, counted in
+`Trainer.initial_env_steps`). Only the metrics of a chunk reach the host.
 """
 
 from collections.abc import Callable
@@ -18,8 +25,21 @@ import jax
 import jax.numpy as jnp
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import envs, ppo, rollout
+from rlhf_jax import envs, ppo, queries, reward_model, rollout, segments, teachers
 from rlhf_jax.types import Transition
+
+
+@flax.struct.dataclass
+class PreferenceState:
+  """Everything the preference loop carries between iterations."""
+
+  cutter: segments.CutterState
+  segments: segments.SegmentBuffer
+  preferences: reward_model.PreferenceBuffer
+  reward_model: reward_model.RewardModelState
+  learned_return: jax.Array  # float32 [N]: learned return of each env's running episode
+  queries_asked: jax.Array  # int32 []
+  labels_used: jax.Array  # int32 []: queries the teacher answered (not skipped)
 
 
 @flax.struct.dataclass
@@ -28,6 +48,7 @@ class TrainState:
   env_state: Any
   key: jax.Array
   iteration: jax.Array  # int32 []; env steps = iteration * env_steps_per_iteration
+  preferences: PreferenceState | None  # None when PPO runs on the true reward
 
 
 class Trainer(NamedTuple):
@@ -37,13 +58,14 @@ class Trainer(NamedTuple):
   env: Any
   networks: Any
   env_steps_per_iteration: int
+  initial_env_steps: int  # env steps taken by `init` (the random policy's labels)
+  reward_model: Any  # reward_model.RewardModel, or None for the true reward
+  segment_length: int
 
 
-def true_reward(transitions: Transition) -> jax.Array:
-  return transitions.true_reward
-
-
-REWARD_FUNCTIONS = {"true": true_reward}
+# How a chunk reduces each iteration metric: summed, the last value, or (default) the mean.
+SUMMED = ("episode_return_sum", "episodes", "learned_return_sum", "new_labels", "teacher_wrong")
+LAST = ("queries_asked", "labels_used")
 
 
 def episode_metrics(transitions: Transition) -> dict:
@@ -53,6 +75,15 @@ def episode_metrics(transitions: Transition) -> dict:
     "episode_return_sum": jnp.sum(ended * transitions.episode_return),
     "episodes": jnp.sum(ended),
   }
+
+
+def masked_correlation(x, y, mask):
+  """Pearson correlation of x and y over the entries where mask is 1 (0 if degenerate)."""
+  count = jnp.maximum(jnp.sum(mask), 1)
+  mean = lambda v: jnp.sum(mask * v) / count
+  dx, dy = x - mean(x), y - mean(y)
+  covariance, var_x, var_y = mean(dx * dy), mean(dx * dx), mean(dy * dy)
+  return jnp.where(var_x * var_y > 0, covariance / jnp.sqrt(var_x * var_y + 1e-30), 0.0)
 
 
 def make_trainer(config) -> Trainer:
@@ -67,48 +98,203 @@ def make_trainer(config) -> Trainer:
   networks = ppo.make_networks(env.observation_size, env.action_size, ppo_config)
   optimizer = ppo.make_optimizer(ppo_config)
   update = ppo.make_update_fn(networks, optimizer, ppo_config)
-  reward_fn = REWARD_FUNCTIONS[config.reward.source]
   num_unrolls = config_lib.num_unrolls_per_iteration(config)
   steps_per_iteration = config_lib.env_steps_per_iteration(config)
+  learned = config.reward.source == "learned"
+  segment_length = config_lib.segment_length(config, envs.control_dt(env, config.env.action_repeat))
+  model = reward_model.make_reward_model(config, env.observation_size, env.action_size)
+  teacher = teachers.from_config(config)
+  queries_config = config.queries
+  num_initial = queries.initial_labels(queries_config.total_labels, queries_config.initial_fraction)
+  schedule = queries.label_schedule(
+    queries_config.total_labels,
+    queries_config.initial_fraction,
+    queries_config.schedule,
+    queries_config.schedule_timescale,
+    steps_per_iteration,
+    config_lib.num_iterations(config),
+  )
+  max_queries = int(schedule.max()) if learned else 0
 
-  def init(key) -> TrainState:
-    key_ppo, key_env, key_loop = jax.random.split(key, 3)
-    env_state = env.reset(jax.random.split(key_env, ppo_config.num_envs))
-    ppo_state = ppo.init_state(key_ppo, networks, optimizer, env.observation_size)
-    return TrainState(ppo_state, env_state, key_loop, jnp.zeros((), jnp.int32))
-
-  def iteration(state: TrainState):
-    key, key_rollout, key_update = jax.random.split(state.key, 3)
+  def run_rollout(state: TrainState, key):
+    """One iteration's rollout: transitions [U, T, N] (U unrolls of T steps of N envs)."""
     params = state.ppo.params
 
     def policy(obs, key_sample):
       return ppo.sample_actions(networks, state.ppo.normalizer, params.policy, obs, key_sample)
 
     unroll = rollout.make_rollout(env, policy, ppo_config.unroll_length)
-    env_state, transitions = jax.lax.scan(
-      unroll, state.env_state, jax.random.split(key_rollout, num_unrolls)
+    return jax.lax.scan(unroll, state.env_state, jax.random.split(key, num_unrolls))
+
+  def as_stream(x):  # [U, T, N, ...] -> [U * T, N, ...]: each env's steps in time order
+    return x.reshape((-1,) + x.shape[2:])
+
+  def as_ppo_batch(x):  # [U, T, N, ...] -> [T, U * N, ...]: sequences of T steps
+    return jnp.swapaxes(x, 0, 1).reshape((x.shape[1], -1) + x.shape[3:])
+
+  def ask(prefs: PreferenceState, key, transitions, num_pairs: int, num_asked, method: str):
+    """Picks `num_pairs` pairs, has the teacher label the first `num_asked`, stores them."""
+    key_pool, key_select, key_teacher, key_store = jax.random.split(key, 4)
+    pool = num_pairs if method == "uniform" else queries_config.oversampling * num_pairs
+    first, second = segments.sample_pairs(prefs.segments, key_pool, pool)
+    if method != "uniform":  # the pool is already in random order
+      params = prefs.reward_model.params
+      chosen = queries.select(
+        method,
+        key_select,
+        model.segment_returns(params, first),
+        model.segment_returns(params, second),
+        num_pairs,
+      )
+      first, second = jax.tree.map(lambda x: x[chosen], (first, second))
+    first, second = jax.tree.map(lambda x: x[:num_pairs], (first, second))
+    # B-Pref's margin: the mean true return of a segment under the current policy.
+    margin = jnp.mean(transitions.true_reward) * segment_length
+    labels, answered = teachers.label(teacher, key_teacher, first, second, margin)
+    asked = jnp.arange(num_pairs) < num_asked
+    keep = asked & answered
+    preferences = reward_model.add_preferences(
+      prefs.preferences, key_store, first, second, labels, keep
     )
-    # [U, T, N, ...] -> [T, U * N, ...]: sequences of T steps, batched along axis 1.
-    transitions = jax.tree.map(
-      lambda x: jnp.swapaxes(x, 0, 1).reshape((x.shape[1], -1) + x.shape[3:]), transitions
+    wrong = teachers.oracle_disagreement(labels, keep, first, second) * jnp.sum(keep)
+    prefs = prefs.replace(
+      preferences=preferences,
+      queries_asked=prefs.queries_asked + jnp.sum(asked),
+      labels_used=prefs.labels_used + jnp.sum(keep),
     )
-    transitions = transitions._replace(reward=reward_fn(transitions))
+    return prefs, {"new_labels": jnp.sum(keep), "teacher_wrong": wrong}
+
+  def collect_segments(prefs: PreferenceState, transitions, key):
+    stream = jax.tree.map(as_stream, transitions)
+    cutter, new_segments, valid = segments.cut(
+      prefs.cutter,
+      segments.steps_of(stream),
+      1.0 - stream.discount,
+      key,
+      config.segments.per_iteration,
+    )
+    buffer = segments.add(prefs.segments, new_segments, valid)
+    return prefs.replace(cutter=cutter, segments=buffer)
+
+  def learned_rewards(prefs: PreferenceState, transitions, key):
+    """The normalized ensemble reward of the rollout ([U, T, N]) and its metrics."""
+    rm_state, reward = model.normalized_reward(
+      prefs.reward_model, transitions.obs, transitions.action, transitions.next_obs
+    )
+
+    def accumulate(running, step):  # per env, in time order: sums of finished episodes
+      reward_t, done_t = step
+      running = running + reward_t
+      return jnp.where(done_t, 0.0, running), jnp.sum(jnp.where(done_t, running, 0.0))
+
+    stream_done = as_stream(transitions.discount) == 0
+    learned_return, ended_sums = jax.lax.scan(
+      accumulate, prefs.learned_return, (as_stream(reward), stream_done)
+    )
+    # How well the learned return of stored segments tracks their true return.
+    sample = jax.tree.map(
+      lambda x: x[jax.random.randint(key, (256,), 0, jnp.maximum(prefs.segments.size, 1))],
+      prefs.segments.segments,
+    )
+    raw = model.step_rewards(rm_state.params, sample.obs, sample.action, sample.next_obs)
+    learned_segment = jnp.sum(model.normalize(rm_state, raw) * sample.mask, axis=-1)
+    correlation = masked_correlation(
+      learned_segment, jnp.sum(sample.true_reward, axis=-1), jnp.ones_like(learned_segment)
+    )
+    prefs = prefs.replace(reward_model=rm_state, learned_return=learned_return)
+    return (
+      prefs,
+      reward,
+      {
+        "learned_return_sum": jnp.sum(ended_sums),
+        "rm_true_correlation": correlation,
+      },
+    )
+
+  def init_preferences(state: TrainState, key) -> TrainState:
+    """Labels from the random initial policy, and the reward model fit to them."""
+    key_model, key_rollout, key_cut, key_ask, key_fit = jax.random.split(key, 5)
+    env_state, transitions = run_rollout(state, key_rollout)
+    one_step = jax.tree.map(lambda x: x[0, 0], segments.steps_of(transitions))  # [N, ...]
+    empty_segment = jax.tree.map(
+      lambda x: jnp.zeros((segment_length,) + x.shape[1:], x.dtype), one_step
+    )
+    prefs = PreferenceState(
+      cutter=segments.init_cutter(one_step, segment_length),
+      segments=segments.init_buffer(empty_segment, config.segments.buffer_size),
+      preferences=reward_model.init_preference_buffer(
+        empty_segment, queries_config.buffer_size, config.reward.ensemble_size
+      ),
+      reward_model=model.init(key_model),
+      learned_return=jnp.zeros(one_step.mask.shape, jnp.float32),
+      queries_asked=jnp.zeros((), jnp.int32),
+      labels_used=jnp.zeros((), jnp.int32),
+    )
+    prefs = collect_segments(prefs, transitions, key_cut)
+    # The untrained ensemble's disagreement means nothing yet: the first pairs are uniform.
+    prefs, _ = ask(prefs, key_ask, transitions, num_initial, num_initial, "uniform")
+    if config.reward.initial_train_steps:
+      fitted, _ = model.update(
+        prefs.reward_model, prefs.preferences, key_fit, config.reward.initial_train_steps
+      )
+      prefs = prefs.replace(reward_model=fitted)
+    return state.replace(env_state=env_state, preferences=prefs)
+
+  def init(key) -> TrainState:
+    key_ppo, key_env, key_loop, key_prefs = jax.random.split(key, 4)
+    env_state = env.reset(jax.random.split(key_env, ppo_config.num_envs))
+    ppo_state = ppo.init_state(key_ppo, networks, optimizer, env.observation_size)
+    state = TrainState(ppo_state, env_state, key_loop, jnp.zeros((), jnp.int32), None)
+    return init_preferences(state, key_prefs) if learned else state
+
+  def iteration(state: TrainState):
+    key, key_rollout, key_update, key_prefs = jax.random.split(state.key, 4)
+    env_state, transitions = run_rollout(state, key_rollout)  # [U, T, N]
+    metrics = {}
+    prefs = state.preferences
+    if learned:
+      key_cut, key_ask, key_fit, key_reward = jax.random.split(key_prefs, 4)
+      prefs = collect_segments(prefs, transitions, key_cut)
+      if max_queries:
+        due = jnp.asarray(schedule)[jnp.minimum(state.iteration, len(schedule) - 1)]
+        prefs, query_metrics = ask(
+          prefs, key_ask, transitions, max_queries, due, queries_config.method
+        )
+        metrics.update(query_metrics)
+      rm_state, rm_metrics = model.update(
+        prefs.reward_model, prefs.preferences, key_fit, config.reward.train_steps
+      )
+      prefs = prefs.replace(reward_model=rm_state)
+      prefs, reward, reward_metrics = learned_rewards(prefs, transitions, key_reward)
+      transitions = transitions._replace(reward=reward)
+      metrics.update(
+        rm_metrics,
+        **reward_metrics,
+        queries_asked=prefs.queries_asked,
+        labels_used=prefs.labels_used,
+      )
+    transitions = jax.tree.map(as_ppo_batch, transitions)
     ppo_state, ppo_metrics = update(state.ppo, transitions, key_update)
 
-    metrics = {
-      **ppo_metrics,
+    metrics.update(
+      ppo_metrics,
       **episode_metrics(transitions),
-      "true_reward_per_step": jnp.mean(transitions.true_reward),
-      "reward_per_step": jnp.mean(transitions.reward),
-    }
-    return TrainState(ppo_state, env_state, key, state.iteration + 1), metrics
+      true_reward_per_step=jnp.mean(transitions.true_reward),
+      reward_per_step=jnp.mean(transitions.reward),
+    )
+    new_state = TrainState(ppo_state, env_state, key, state.iteration + 1, prefs)
+    return new_state, metrics
+
+  def reduce(name, values):
+    if name in SUMMED:
+      return jnp.sum(values)
+    return values[-1] if name in LAST else jnp.mean(values)
 
   def chunk(state: TrainState):
     state, metrics = jax.lax.scan(
       lambda s, _: iteration(s), state, None, length=config.iterations_per_chunk
     )
-    summed = {"episode_return_sum", "episodes"}
-    return state, {k: jnp.sum(v) if k in summed else jnp.mean(v) for k, v in metrics.items()}
+    return state, {name: reduce(name, values) for name, values in metrics.items()}
 
   return Trainer(
     init=jax.jit(init),
@@ -117,18 +303,30 @@ def make_trainer(config) -> Trainer:
     env=env,
     networks=networks,
     env_steps_per_iteration=steps_per_iteration,
+    initial_env_steps=steps_per_iteration if learned else 0,
+    reward_model=model if learned else None,
+    segment_length=segment_length,
   )
 
 
 def chunk_summary(metrics: dict) -> dict:
   """Host side: turns a chunk's device metrics into plain floats with `true_return`.
 
-  `true_return` is the mean true return of the episodes that ended in the chunk, or
-  None when none ended.
+  `true_return` (and `learned_return`, under the learned reward) is the mean return of the
+  episodes that ended in the chunk, or None when none ended; `teacher_noise` is the
+  fraction of the chunk's labels that differ from the oracle's.
   """
   metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
   episodes = metrics.pop("episodes")
   return_sum = metrics.pop("episode_return_sum")
   metrics["episodes"] = int(episodes)
   metrics["true_return"] = return_sum / episodes if episodes else None
+  if "learned_return_sum" in metrics:
+    metrics["learned_return"] = metrics.pop("learned_return_sum") / episodes if episodes else None
+  if "new_labels" in metrics:
+    new_labels, wrong = metrics.pop("new_labels"), metrics.pop("teacher_wrong")
+    metrics["teacher_noise"] = wrong / new_labels if new_labels else None
+  for name in LAST:
+    if name in metrics:
+      metrics[name] = int(metrics[name])
   return metrics

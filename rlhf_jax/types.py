@@ -25,3 +25,17 @@ class Transition(NamedTuple):
   truncation: jax.Array  # float32 [...]
   next_obs: jax.Array  # float32 [..., obs_size]
   episode_return: jax.Array  # float32 [...]
+
+
+class Segment(NamedTuple):
+  """A stretch of at most K consecutive steps of one episode; a batch stacks them [S, K].
+
+  Steps past the episode's end are padding with `mask == 0`. `true_reward` is for the
+  teacher and for diagnostics only; the reward model never reads it.
+  """
+
+  obs: jax.Array  # float32 [..., K, obs_size]
+  action: jax.Array  # float32 [..., K, action_size]
+  next_obs: jax.Array  # float32 [..., K, obs_size]
+  true_reward: jax.Array  # float32 [..., K]
+  mask: jax.Array  # float32 [..., K], 1 for steps of the episode, 0 for padding

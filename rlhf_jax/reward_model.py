@@ -1,0 +1,292 @@
+"""The reward model: an ensemble of MLPs fit to preferences (Christiano et al. 2017).
+
+  r̂_m(s, a)            member m's reward for one step (input: obs+action, obs, or obs+next obs)
+  R̂_m(σ) = Σ_t r̂_m     a segment's return under member m (padding masked out)
+  P_m(σ¹ ≻ σ²) = sigmoid(R̂_m(σ¹) - R̂_m(σ²))                      (Bradley–Terry)
+  loss = -E[y log P' + (1 - y) log(1 - P')],  P' = noise/2 + (1 - noise) P
+                                              (the teacher answers at random w.p. noise)
+
+Each member trains on its own bootstrap sample of the labels (Poisson(1) weights drawn
+when a label arrives), a fixed 1/e of the labels is held out for validation, and each
+member's L2 weight is adapted so that its validation loss stays 1.1–1.5× its training
+loss. The reward PPO sees is each member's output normalized to zero mean and unit std
+over recent rollouts, then averaged over members.
+
+The members' parameters are stacked on a leading axis [M, ...] and applied with `vmap`;
+Adam is elementwise, so one optax optimizer over the stack trains each member on its own.
+"""
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen
+
+from rlhf_jax.types import Segment
+
+INPUTS = ("obs_action", "obs", "obs_next_obs")
+_HOLDOUT_FRACTION = 1 / math.e
+_L2_STEP = 1.1  # factor by which the L2 weight moves per iteration
+_L2_RANGE = (1e-8, 1.0)
+_EMA_DECAY = 0.9  # of the loss averages that steer the L2 weight
+
+
+class PreferenceBuffer(NamedTuple):
+  """A ring buffer of labelled pairs; the oldest labels go first."""
+
+  first: Segment  # [P, K, ...]
+  second: Segment  # [P, K, ...]
+  label: jax.Array  # float32 [P]: P(first ≻ second) as the teacher said: 1, 0 or 0.5
+  holdout: jax.Array  # bool [P]: kept for validation, never trained on
+  bootstrap: jax.Array  # float32 [P, M]: each member's Poisson(1) weight of the pair
+  next_index: jax.Array  # int32 []
+  size: jax.Array  # int32 []
+
+
+@flax.struct.dataclass
+class RewardModelState:
+  params: Any  # stacked [M, ...]
+  optimizer_state: optax.OptState
+  l2: jax.Array  # float32 [M]
+  train_loss_ema: jax.Array  # float32 [M]; < 0 until first measured
+  val_loss_ema: jax.Array  # float32 [M]
+  reward_mean: jax.Array  # float32 [M]: of each member's raw step reward, recent rollouts
+  reward_var: jax.Array  # float32 [M]
+  normalizer_ready: jax.Array  # bool []: reward_mean/var have seen a rollout
+
+
+class RewardModel(NamedTuple):
+  init: Callable  # key -> RewardModelState
+  step_rewards: Callable  # (params, obs, action, next_obs) -> raw rewards [M, ...]
+  segment_returns: Callable  # (params, Segment [..., K]) -> raw returns [M, ...]
+  update: Callable  # (state, PreferenceBuffer, key, num_steps) -> (state, metrics)
+  normalized_reward: Callable  # (state, obs, action, next_obs) -> (state, reward [...])
+  normalize: Callable  # (state, raw [M, ...]) -> ensemble mean of normalized rewards
+
+
+def bradley_terry_loss(return_first, return_second, labels, noise=0.1):
+  """Per-pair cross-entropy of the labels under the noisy Bradley–Terry model."""
+  logit = return_first - return_second
+  if noise == 0:
+    return -(labels * jax.nn.log_sigmoid(logit) + (1 - labels) * jax.nn.log_sigmoid(-logit))
+  p_first = noise / 2 + (1 - noise) * jax.nn.sigmoid(logit)
+  return -(labels * jnp.log(p_first) + (1 - labels) * jnp.log1p(-p_first))
+
+
+def correct(return_first, return_second, labels):
+  """1 where the predicted preference matches a strict label, 0 elsewhere (and for 0.5)."""
+  predicted_first = return_first > return_second
+  return jnp.where(labels == 0.5, 0.0, (predicted_first == (labels > 0.5)).astype(jnp.float32))
+
+
+def init_preference_buffer(example_segment: Segment, capacity: int, ensemble_size: int):
+  zeros = lambda x: jnp.zeros((capacity,) + x.shape, x.dtype)
+  return PreferenceBuffer(
+    first=jax.tree.map(zeros, example_segment),
+    second=jax.tree.map(zeros, example_segment),
+    label=jnp.zeros((capacity,), jnp.float32),
+    holdout=jnp.zeros((capacity,), bool),
+    bootstrap=jnp.zeros((capacity, ensemble_size), jnp.float32),
+    next_index=jnp.zeros((), jnp.int32),
+    size=jnp.zeros((), jnp.int32),
+  )
+
+
+def add_preferences(buffer: PreferenceBuffer, key, first, second, labels, keep):
+  """Writes the pairs with `keep` ([Q] bool) after the newest; draws holdout and bootstrap."""
+  capacity, ensemble_size = buffer.bootstrap.shape
+  key_holdout, key_bootstrap = jax.random.split(key)
+  keep = keep.astype(jnp.int32)
+  slot = jnp.where(keep > 0, (buffer.next_index + jnp.cumsum(keep) - 1) % capacity, capacity)
+  write = lambda old, new: old.at[slot].set(new, mode="drop")
+  num_pairs = labels.shape[0]
+  holdout = jax.random.bernoulli(key_holdout, _HOLDOUT_FRACTION, (num_pairs,))
+  bootstrap = jax.random.poisson(key_bootstrap, 1.0, (num_pairs, ensemble_size))
+  added = jnp.sum(keep)
+  return PreferenceBuffer(
+    first=jax.tree.map(write, buffer.first, first),
+    second=jax.tree.map(write, buffer.second, second),
+    label=write(buffer.label, labels),
+    holdout=write(buffer.holdout, holdout),
+    bootstrap=write(buffer.bootstrap, bootstrap.astype(jnp.float32)),
+    next_index=(buffer.next_index + added) % capacity,
+    size=jnp.minimum(buffer.size + added, capacity),
+  )
+
+
+class _MLP(linen.Module):
+  hidden_sizes: tuple[int, ...]
+
+  @linen.compact
+  def __call__(self, x):
+    for size in self.hidden_sizes:
+      x = linen.leaky_relu(linen.Dense(size)(x))
+    return linen.Dense(1)(x)[..., 0]
+
+
+def _features(inputs: str, obs, action, next_obs):
+  if inputs == "obs":
+    return obs
+  if inputs == "obs_next_obs":
+    return jnp.concatenate([obs, next_obs], axis=-1)
+  return jnp.concatenate([obs, action], axis=-1)
+
+
+def make_reward_model(config, observation_size: int, action_size: int) -> RewardModel:
+  """Builds the ensemble's pure functions from `config.reward` (read at trace time)."""
+  reward_config = config.reward
+  ensemble_size = reward_config.ensemble_size
+  network = _MLP(tuple(reward_config.hidden_sizes))
+  optimizer = optax.adam(reward_config.learning_rate)
+  features = functools.partial(_features, reward_config.inputs)
+
+  def step_rewards(params, obs, action, next_obs):
+    x = features(obs, action, next_obs)
+    return jax.vmap(network.apply, in_axes=(0, None))(params, x)
+
+  def segment_returns(params, segment: Segment):
+    rewards = step_rewards(params, segment.obs, segment.action, segment.next_obs)
+    return jnp.sum(rewards * segment.mask, axis=-1)
+
+  def init(key) -> RewardModelState:
+    obs = jnp.zeros((observation_size,))
+    action = jnp.zeros((action_size,))
+    example = features(obs, action, obs)
+    params = jax.vmap(network.init, in_axes=(0, None))(
+      jax.random.split(key, ensemble_size), example
+    )
+    members = lambda value: jnp.full((ensemble_size,), value, jnp.float32)
+    return RewardModelState(
+      params=params,
+      optimizer_state=optimizer.init(params),
+      l2=members(reward_config.l2_init),
+      train_loss_ema=members(-1.0),
+      val_loss_ema=members(-1.0),
+      reward_mean=members(0.0),
+      reward_var=members(1.0),
+      normalizer_ready=jnp.zeros((), bool),
+    )
+
+  def member_loss(member_params, l2, buffer: PreferenceBuffer, index, weight):
+    """One member's weighted loss on the pairs `index` ([B]) of the buffer."""
+    take = lambda tree: jax.tree.map(lambda x: x[index], tree)
+    expand = lambda p: jax.tree.map(lambda x: x[None], p)  # a one-member "ensemble"
+    return_first = segment_returns(expand(member_params), take(buffer.first))[0]
+    return_second = segment_returns(expand(member_params), take(buffer.second))[0]
+    labels = buffer.label[index]
+    losses = bradley_terry_loss(return_first, return_second, labels, reward_config.label_noise)
+    total = jnp.maximum(jnp.sum(weight), 1e-6)
+    data_loss = jnp.sum(weight * losses) / total
+    strict = weight * (labels != 0.5)
+    accuracy = jnp.sum(strict * correct(return_first, return_second, labels)) / jnp.maximum(
+      jnp.sum(strict), 1e-6
+    )
+    squares = sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(member_params))
+    return data_loss + l2 * squares, (data_loss, accuracy)
+
+  def ensemble_loss(params, l2, buffer, index, weight):
+    losses, aux = jax.vmap(member_loss, in_axes=(0, 0, None, 0, 0))(
+      params, l2, buffer, index, weight
+    )
+    return jnp.sum(losses), aux
+
+  grad_fn = jax.grad(ensemble_loss, has_aux=True)
+
+  def update(state: RewardModelState, buffer: PreferenceBuffer, key, num_steps: int):
+    """`num_steps` Adam steps on bootstrap minibatches, then validation and the L2 step."""
+    batch_size = reward_config.batch_size
+    size = jnp.maximum(buffer.size, 1)
+    trainable = (~buffer.holdout) & (jnp.arange(buffer.label.shape[0]) < buffer.size)
+
+    def train_step(carry, key_step):
+      params, optimizer_state = carry
+      index = jax.random.randint(key_step, (ensemble_size, batch_size), 0, size)
+      weight = trainable[index] * buffer.bootstrap[index, jnp.arange(ensemble_size)[:, None]]
+      grads, (data_loss, accuracy) = grad_fn(params, state.l2, buffer, index, weight)
+      updates, optimizer_state = optimizer.update(grads, optimizer_state, params)
+      return (optax.apply_updates(params, updates), optimizer_state), (data_loss, accuracy)
+
+    key_train, key_val = jax.random.split(key)
+    (params, optimizer_state), (train_loss, train_accuracy) = jax.lax.scan(
+      train_step,
+      (state.params, state.optimizer_state),
+      jax.random.split(key_train, num_steps),
+    )
+    train_loss, train_accuracy = train_loss.mean(0), train_accuracy.mean(0)  # [M]
+
+    held_out = buffer.holdout & (jnp.arange(buffer.label.shape[0]) < buffer.size)
+    index = jax.random.randint(key_val, (reward_config.validation_batch_size,), 0, size)
+    weight = held_out[index].astype(jnp.float32)
+    _, (val_loss, val_accuracy) = jax.vmap(member_loss, in_axes=(0, 0, None, None, None))(
+      params, state.l2, buffer, index, weight
+    )
+    has_val = jnp.sum(weight) > 0
+    ensemble_accuracy = _ensemble_accuracy(params, buffer, index, weight)
+
+    ema = lambda old, new: jnp.where(old < 0, new, _EMA_DECAY * old + (1 - _EMA_DECAY) * new)
+    train_ema = ema(state.train_loss_ema, train_loss)
+    val_ema = jnp.where(has_val, ema(state.val_loss_ema, val_loss), state.val_loss_ema)
+    ratio = val_ema / jnp.maximum(train_ema, 1e-6)
+    factor = jnp.where(ratio > 1.5, _L2_STEP, jnp.where(ratio < 1.1, 1 / _L2_STEP, 1.0))
+    l2 = jnp.where(has_val & (val_ema > 0), jnp.clip(state.l2 * factor, *_L2_RANGE), state.l2)
+
+    new_state = state.replace(
+      params=params,
+      optimizer_state=optimizer_state,
+      l2=l2,
+      train_loss_ema=train_ema,
+      val_loss_ema=val_ema,
+    )
+    metrics = {
+      "rm_train_loss": jnp.mean(train_loss),
+      "rm_train_accuracy": jnp.mean(train_accuracy),
+      "rm_val_loss": jnp.mean(val_loss),
+      "rm_val_accuracy": ensemble_accuracy,
+      "rm_l2": jnp.mean(l2),
+    }
+    return new_state, metrics
+
+  def _ensemble_accuracy(params, buffer, index, weight):
+    """Accuracy of the ensemble's mean P(first ≻ second) on strict held-out labels."""
+    take = lambda tree: jax.tree.map(lambda x: x[index], tree)
+    logits = segment_returns(params, take(buffer.first)) - segment_returns(
+      params, take(buffer.second)
+    )
+    p_first = jnp.mean(jax.nn.sigmoid(logits), axis=0)
+    labels = buffer.label[index]
+    strict = weight * (labels != 0.5)
+    hits = correct(p_first, 0.5, labels)
+    return jnp.sum(strict * hits) / jnp.maximum(jnp.sum(strict), 1e-6)
+
+  def normalize(state: RewardModelState, raw):
+    """Ensemble mean of each member's raw rewards ([M, ...]) in standard units."""
+    shape = (-1,) + (1,) * (raw.ndim - 1)
+    mean, var = state.reward_mean.reshape(shape), state.reward_var.reshape(shape)
+    return jnp.mean((raw - mean) / jnp.sqrt(var + 1e-8), axis=0)
+
+  def normalized_reward(state: RewardModelState, obs, action, next_obs):
+    """Updates the normalizer with these steps' rewards, then normalizes them."""
+    raw = step_rewards(state.params, obs, action, next_obs)
+    axes = tuple(range(1, raw.ndim))
+    batch_mean, batch_var = jnp.mean(raw, axis=axes), jnp.var(raw, axis=axes)
+    decay = jnp.where(state.normalizer_ready, reward_config.normalizer_decay, 0.0)
+    state = state.replace(
+      reward_mean=decay * state.reward_mean + (1 - decay) * batch_mean,
+      reward_var=decay * state.reward_var + (1 - decay) * batch_var,
+      normalizer_ready=jnp.ones((), bool),
+    )
+    return state, normalize(state, raw)
+
+  return RewardModel(
+    init=init,
+    step_rewards=step_rewards,
+    segment_returns=segment_returns,
+    update=update,
+    normalized_reward=normalized_reward,
+    normalize=normalize,
+  )
