@@ -70,6 +70,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.reward.train_steps = 4  # Adam steps per training iteration
   config.reward.initial_train_steps = 500  # on the initial labels, before PPO starts
   config.reward.normalizer_decay = 0.9  # of the running mean/std of each member's reward
+  # Subtract each member's mean reward (the paper's choice, for tasks without early
+  # termination); False keeps the offset that labels of unequal-length segments teach.
+  config.reward.normalize_mean = True
 
   config.segments = ml_collections.ConfigDict()
   config.segments.length = 0  # steps; 0 means about SEGMENT_SECONDS of simulated time

@@ -10,7 +10,10 @@ Each member trains on its own bootstrap sample of the labels (Poisson(1) weights
 when a label arrives), a fixed 1/e of the labels is held out for validation, and each
 member's L2 weight is adapted so that its validation loss stays 1.1–1.5× its training
 loss. The reward PPO sees is each member's output normalized to zero mean and unit std
-over recent rollouts, then averaged over members.
+over recent rollouts, then averaged over members. With `reward.normalize_mean=False` only
+the scale is normalized: where episodes can end early, segments differ in length and the
+labels pin down the reward's offset (a bonus for staying alive), which centering would
+erase.
 
 The members' parameters are stacked on a leading axis [M, ...] and applied with `vmap`;
 Adam is elementwise, so one optax optimizer over the stack trains each member on its own.
@@ -267,7 +270,8 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     """Ensemble mean of each member's raw rewards ([M, ...]) in standard units."""
     shape = (-1,) + (1,) * (raw.ndim - 1)
     mean, var = state.reward_mean.reshape(shape), state.reward_var.reshape(shape)
-    return jnp.mean((raw - mean) / jnp.sqrt(var + 1e-8), axis=0)
+    centered = raw - mean if reward_config.normalize_mean else raw
+    return jnp.mean(centered / jnp.sqrt(var + 1e-8), axis=0)
 
   def normalized_reward(state: RewardModelState, obs, action, next_obs):
     """Updates the normalizer with these steps' rewards, then normalizes them."""

@@ -46,6 +46,40 @@ def test_bad_values_raise_clear_errors(overrides, message):
     config_lib.validate(_config(**overrides))
 
 
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
+    ({"reward__ensemble_size": 0}, r"config.reward.ensemble_size must be a positive integer"),
+    ({"reward__batch_size": -1}, r"config.reward.batch_size must be a positive integer"),
+    ({"reward__hidden_sizes": (64, -1)}, r"config.reward.hidden_sizes must be positive"),
+    ({"reward__inputs": "pixels"}, r"config.reward.inputs='pixels' is unknown; choose one of"),
+    ({"reward__label_noise": 1.0}, r"config.reward.label_noise must be in \[0.0, 1.0\)"),
+    ({"reward__initial_train_steps": -1}, r"initial_train_steps must be an integer >= 0"),
+    ({"segments__length": 1001}, r"config.segments.length \(1001\) must be at most the episode"),
+    ({"segments__per_iteration": 4096}, r"per_iteration \(4096\) must be at most config.segm"),
+    ({"queries__method": "random"}, r"config.queries.method='random' is unknown; choose one of"),
+    ({"queries__schedule": "linear"}, r"config.queries.schedule='linear' is unknown"),
+    ({"queries__total_labels": 0}, r"config.queries.total_labels must be a positive integer"),
+    ({"queries__total_labels": 2}, r"must give at least one initial label"),
+    ({"queries__initial_fraction": 1.5}, r"initial_fraction must be in \[0, 1\]"),
+    ({"teacher": "human2"}, r"config.teacher='human2' is unknown; choose one of oracle"),
+    ({"teacher_params__beta": 0.0}, r"config.teacher_params.beta must be > 0"),
+    ({"teacher_params__gamma": 1.2}, r"config.teacher_params.gamma must be in \(0, 1\]"),
+    ({"teacher_params__eps_mistake": -0.1}, r"teacher_params.eps_mistake must be in \[0, 1\]"),
+  ],
+)
+def test_bad_preference_values_raise_clear_errors(overrides, message):
+  config = _config(**overrides)
+  config_lib.validate(config.copy_and_resolve_references())  # ignored under the true reward
+  config.reward.source = "learned"
+  with pytest.raises(ValueError, match=message):
+    config_lib.validate(config)
+
+
+def test_learned_default_config_is_valid():
+  config_lib.validate(_config(reward__source="learned"))
+
+
 def test_num_envs_must_divide_over_devices():
   config = _config(**{"ppo__num_envs": 6, "ppo__batch_size": 6, "ppo__num_minibatches": 2})
   with pytest.raises(ValueError, match=r"num_envs \(6\) must be a multiple of the device count"):

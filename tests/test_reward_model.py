@@ -1,0 +1,104 @@
+"""The reward ensemble: Bradley–Terry loss by hand, the buffer, recovering a known reward."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlhf_jax import config as config_lib
+from rlhf_jax import reward_model, teachers
+from rlhf_jax.teachers import TeacherParams
+from rlhf_jax.types import Segment
+
+
+def sigmoid(x):
+  return 1 / (1 + math.exp(-x))
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+@pytest.mark.parametrize("label", [1.0, 0.0, 0.5])
+def test_bradley_terry_loss_by_hand(noise, label):
+  p = noise / 2 + (1 - noise) * sigmoid(2.0 - 0.5)  # P'(first ≻ second)
+  expected = -(label * math.log(p) + (1 - label) * math.log(1 - p))
+  loss = reward_model.bradley_terry_loss(jnp.array(2.0), jnp.array(0.5), jnp.array(label), noise)
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_noise_bounds_the_loss_of_a_confident_mistake():
+  loss = reward_model.bradley_terry_loss(jnp.array(50.0), jnp.array(0.0), jnp.array(0.0), 0.1)
+  assert float(loss) == pytest.approx(-math.log(0.05), rel=1e-4)
+
+
+def _segments(key, num, length, obs_size, weights):
+  obs = jax.random.normal(key, (num, length, obs_size))
+  true_reward = obs @ weights
+  return Segment(obs, obs[..., :1], obs, true_reward, jnp.ones((num, length)))
+
+
+def test_buffer_keeps_the_newest_labels_and_holds_out_about_one_in_e():
+  example = Segment(*(jnp.zeros((3, 2)),) * 3, jnp.zeros(3), jnp.zeros(3))
+  buffer = reward_model.init_preference_buffer(example, capacity=1000, ensemble_size=3)
+  segment = lambda n, v: Segment(
+    *(jnp.full((n, 3, 2), v),) * 3, jnp.zeros((n, 3)), jnp.ones((n, 3))
+  )
+  keep = jnp.arange(1500) % 3 != 0  # 1000 kept
+  labels = jnp.arange(1500, dtype=jnp.float32)
+  buffer = reward_model.add_preferences(
+    buffer, jax.random.PRNGKey(0), segment(1500, 1.0), segment(1500, 2.0), labels, keep
+  )
+  assert int(buffer.size) == 1000 and int(buffer.next_index) == 0
+  np.testing.assert_array_equal(np.sort(buffer.label), np.asarray(labels[keep]))
+  buffer = reward_model.add_preferences(
+    buffer,
+    jax.random.PRNGKey(1),
+    segment(2, 1.0),
+    segment(2, 2.0),
+    jnp.array([-1.0, -2.0]),
+    jnp.array([True, True]),
+  )
+  assert buffer.label[0] == -1 and buffer.label[1] == -2  # the two oldest went first
+  assert abs(float(jnp.mean(buffer.holdout)) - 1 / math.e) < 0.05
+  assert abs(float(jnp.mean(buffer.bootstrap)) - 1.0) < 0.1  # Poisson(1) weights
+
+
+def test_fit_to_labels_of_a_known_linear_reward_recovers_it():
+  obs_size, length = 6, 10
+  key_w, key_data, key_test, key_init, key_fit, key_label = jax.random.split(
+    jax.random.PRNGKey(0), 6
+  )
+  weights = jax.random.normal(key_w, (obs_size,))
+  config = config_lib.default_config()
+  config.reward.inputs = "obs"
+  model = reward_model.make_reward_model(config, obs_size, 1)
+
+  first, second = (_segments(k, 600, length, obs_size, weights) for k in jax.random.split(key_data))
+  labels, valid = teachers.label(TeacherParams(), key_label, first, second, 0.0)
+  example = jax.tree.map(lambda x: x[0], first)
+  buffer = reward_model.init_preference_buffer(example, 3000, config.reward.ensemble_size)
+  buffer = reward_model.add_preferences(buffer, key_fit, first, second, labels, valid)
+
+  state = model.init(key_init)
+  update = jax.jit(lambda s, k: model.update(s, buffer, k, 100))
+  for step_key in jax.random.split(key_fit, 20):
+    state, metrics = update(state, step_key)
+  assert float(metrics["rm_val_accuracy"]) > 0.9
+
+  test = _segments(key_test, 50, length, obs_size, weights)
+  raw = model.step_rewards(state.params, test.obs, test.action, test.next_obs)
+  learned = np.asarray(model.normalize(state, raw)).ravel()
+  correlation = np.corrcoef(learned, np.asarray(test.true_reward).ravel())[0, 1]
+  assert correlation > 0.95, correlation
+
+
+def test_normalized_reward_has_zero_mean_and_unit_std_per_member():
+  config = config_lib.default_config()
+  model = reward_model.make_reward_model(config, 4, 2)
+  state = model.init(jax.random.PRNGKey(0))
+  obs = jax.random.normal(jax.random.PRNGKey(1), (500, 4)) * 3 + 1
+  action = jnp.ones((500, 2))
+  state, reward = model.normalized_reward(state, obs, action, obs)
+  raw = model.step_rewards(state.params, obs, action, obs)
+  per_member = (raw - raw.mean(1, keepdims=True)) / raw.std(1, keepdims=True)
+  np.testing.assert_allclose(reward, per_member.mean(0), atol=1e-4)
