@@ -51,9 +51,13 @@ def progress_line(metrics: dict, total_env_steps: int) -> str:
   left = (total_env_steps - steps) / rate if rate > 0 else float("nan")
   true_return = metrics.get("true_return")
   return_text = "   n/a" if true_return is None else f"{true_return:8.1f}"
+  preferences = ""
+  if "labels_used" in metrics:
+    correlation = metrics.get("rm_true_correlation", float("nan"))
+    preferences = f" | labels {metrics['labels_used']:>5,d} | r̂~r {correlation:5.2f}"
   return (
     f"[{100.0 * steps / total_env_steps:5.1f}%] env steps {steps:>11,d} | "
-    f"{rate:9,.0f} steps/s | true return {return_text} | "
+    f"{rate:9,.0f} steps/s | true return {return_text}{preferences} | "
     f"elapsed {_duration(metrics.get('elapsed_seconds', 0.0))} | "
     f"left {_duration(left) if math.isfinite(left) else '?'}"
   )

@@ -42,19 +42,26 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
   trainer = loop.make_trainer(config)
   num_chunks = config_lib.num_chunks(config)
   steps_per_chunk = trainer.env_steps_per_iteration * config.iterations_per_chunk
-  total_env_steps = num_chunks * steps_per_chunk
+  total_env_steps = trainer.initial_env_steps + num_chunks * steps_per_chunk
+  reward = "the true reward"
+  if trainer.reward_model is not None:
+    reward = (
+      f"a reward learned from {config.queries.total_labels} labels of a simulated "
+      f"{config.teacher} teacher (segments of {trainer.segment_length} steps)"
+    )
   print(
     f"rlhf_jax: {config.env.name} ({config.env.backend}) on {jax.devices()[0].platform}, "
-    f"{total_env_steps:,} env steps in {num_chunks} chunks of {steps_per_chunk:,}",
+    f"{total_env_steps:,} env steps in {num_chunks} chunks of {steps_per_chunk:,}; "
+    f"PPO optimizes {reward}",
     file=stream,
     flush=True,
   )
 
-  state = trainer.init(jax.random.PRNGKey(config.seed))
   start = time.perf_counter()
+  state = trainer.init(jax.random.PRNGKey(config.seed))
   chunk = trainer.chunk.lower(state).compile()
   compile_seconds = time.perf_counter() - start
-  print(f"compiled one chunk in {compile_seconds:.1f} s", file=stream, flush=True)
+  print(f"initialized and compiled one chunk in {compile_seconds:.1f} s", file=stream, flush=True)
 
   writer = metrics.MetricsWriter(workdir, total_env_steps, stream)
   records = []
@@ -65,7 +72,7 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
       record = loop.chunk_summary(chunk_metrics)  # waits for the chunk to finish
       seconds = time.perf_counter() - chunk_start
       record.update(
-        env_steps=(index + 1) * steps_per_chunk,
+        env_steps=trainer.initial_env_steps + (index + 1) * steps_per_chunk,
         steps_per_second=steps_per_chunk / seconds,
         elapsed_seconds=time.perf_counter() - start,
         compile_seconds=compile_seconds,

@@ -44,7 +44,8 @@ def test_segments_never_cross_an_episode_end_and_match_a_python_loop():
     state, cut, valid = segments.cut(
       state, stream_of(ids[half]), jnp.asarray(done[half], jnp.float32), key, steps * num_envs
     )
-    for obs, mask in zip(np.asarray(cut.obs[..., 0])[valid], np.asarray(cut.mask)[valid]):
+    obs_ids, masks = np.asarray(cut.obs[..., 0])[valid], np.asarray(cut.mask)[valid]
+    for obs, mask in zip(obs_ids, masks, strict=True):
       assert mask[0] == 1 and np.all(np.diff(mask) <= 0)  # padding only at the end
       found.append(tuple(int(i) for i in obs[mask > 0]))
   assert sorted(found) == sorted(expected)
