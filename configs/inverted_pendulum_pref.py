@@ -2,23 +2,22 @@
 
   python -m rlhf_jax.train --config=configs/inverted_pendulum_pref.py --workdir=runs/ip_pref
 
-The same run as configs/inverted_pendulum.py, except that PPO optimizes the reward model
-learned from the labels. Expected on a 2-core CPU: see the docstring's numbers below.
+configs/inverted_pendulum.py with one change: PPO optimizes the reward model learned from
+the labels (25 from the random policy, 75 more during training) instead of the true
+reward. Expected on a 2-core CPU in about 2 minutes: the true return climbs from about 25
+to about 450 (the true-reward run reaches about 890 with the same env steps).
 """
 
-from rlhf_jax.config import default_config
+import os
+
+from rlhf_jax import config as config_lib
 
 
 def get_config():
-  config = default_config()
-  config.env.name = "inverted_pendulum"
-  config.env.backend = "spring"
-  config.env.episode_length = 1000
-  config.total_env_steps = 2_000_000
-  config.ppo.value_hidden_sizes = (64, 64)
-  config.ppo.reward_scaling = 0.1
+  config = config_lib.load(os.path.join(os.path.dirname(__file__), "inverted_pendulum.py"))
   config.reward.source = "learned"
   config.queries.total_labels = 100
-  # Falling ends an episode early; the learned offset is the reward for staying up.
+  # Falling ends an episode early, so the labels teach a reward for staying up: its offset
+  # (which centering would erase) is the point.
   config.reward.normalize_mean = False
   return config

@@ -50,11 +50,11 @@ def _shim_jax():
 _shim_jax()
 
 from brax import envs as brax_envs  # noqa: E402
-from brax.training import acting  # noqa: E402
 from brax.training.agents.ppo import networks as brax_ppo_networks  # noqa: E402
 from brax.training.agents.ppo import train as brax_ppo_train  # noqa: E402
 
 from rlhf_jax import config as config_lib  # noqa: E402
+from rlhf_jax import evaluation  # noqa: E402
 from rlhf_jax import train as rlhf_train  # noqa: E402
 
 
@@ -115,30 +115,15 @@ def run_ours(config, seed: int, workdir: str):
   with open(os.devnull, "w") as quiet:
     result = rlhf_train.train(config, workdir, stream=quiet)
   wall = time.perf_counter() - start
-  ppo_state = result.state.ppo
-  params = (ppo_state.normalizer, ppo_state.params.policy, ppo_state.params.value)
-  initial = result.trainer.init(jax.random.PRNGKey(seed)).ppo
-  initial_params = (initial.normalizer, initial.params.policy, initial.params.value)
+  params = evaluation.brax_params(result.state.ppo)
+  initial_params = evaluation.brax_params(result.trainer.init(jax.random.PRNGKey(seed)).ppo)
   sps = [r["steps_per_second"] for r in result.records]
   return params, initial_params, sps, wall, result.trainer.networks
 
 
 def evaluate(config, networks, params, seed: int) -> float:
   """Mean return of 128 full episodes, judged by Brax's own evaluator."""
-  env = brax_envs.training.wrap(
-    brax_envs.get_environment(config.env.name, backend=config.env.backend),
-    episode_length=config.env.episode_length,
-    action_repeat=config.env.action_repeat,
-  )
-  evaluator = acting.Evaluator(
-    env,
-    brax_ppo_networks.make_inference_fn(networks),
-    num_eval_envs=128,
-    episode_length=config.env.episode_length,
-    action_repeat=config.env.action_repeat,
-    key=jax.random.PRNGKey(1000 + seed),
-  )
-  return float(evaluator.run_evaluation(params, training_metrics={})["eval/episode_reward"])
+  return evaluation.evaluate(config, networks, params, jax.random.PRNGKey(1000 + seed))
 
 
 def compare_env(name: str, seeds: list[int], total_env_steps: int | None, log) -> dict:

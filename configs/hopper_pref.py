@@ -1,0 +1,21 @@
+"""hopper from 700 preference labels of a simulated (oracle) teacher.
+
+  python -m rlhf_jax.train --config=configs/hopper_pref.py --workdir=runs/hopper_pref
+
+configs/hopper.py with one change: PPO optimizes the reward model learned from the labels
+instead of the true reward. Falling ends an episode, so the learned reward keeps the
+offset the labels teach (not centered). Expected on a 2-core CPU: see
+experiments/label_efficiency.py's table in the README.
+"""
+
+import os
+
+from rlhf_jax import config as config_lib
+
+
+def get_config():
+  config = config_lib.load(os.path.join(os.path.dirname(__file__), "hopper.py"))
+  config.reward.source = "learned"
+  config.queries.total_labels = 700
+  config.reward.normalize_mean = False
+  return config
