@@ -224,12 +224,7 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
 
     held_out = buffer.holdout & (jnp.arange(buffer.label.shape[0]) < buffer.size)
     index = jax.random.randint(key_val, (reward_config.validation_batch_size,), 0, size)
-    weight = held_out[index].astype(jnp.float32)
-    _, (val_loss, val_accuracy) = jax.vmap(member_loss, in_axes=(0, 0, None, None, None))(
-      params, state.l2, buffer, index, weight
-    )
-    has_val = jnp.sum(weight) > 0
-    ensemble_accuracy = _ensemble_accuracy(params, buffer, index, weight)
+    val_loss, ensemble_accuracy, has_val = validate(params, buffer, index, held_out[index])
 
     ema = lambda old, new: jnp.where(old < 0, new, _EMA_DECAY * old + (1 - _EMA_DECAY) * new)
     train_ema = ema(state.train_loss_ema, train_loss)
@@ -254,17 +249,24 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     }
     return new_state, metrics
 
-  def _ensemble_accuracy(params, buffer, index, weight):
-    """Accuracy of the ensemble's mean P(first ≻ second) on strict held-out labels."""
+  def validate(params, buffer: PreferenceBuffer, index, held_out):
+    """Each member's loss [M] and the ensemble's accuracy on the held-out pairs `index`.
+
+    The ensemble's prediction is the members' mean P(first ≻ second); pairs labelled 0.5
+    count toward the loss but not the accuracy.
+    """
     take = lambda tree: jax.tree.map(lambda x: x[index], tree)
-    logits = segment_returns(params, take(buffer.first)) - segment_returns(
-      params, take(buffer.second)
-    )
-    p_first = jnp.mean(jax.nn.sigmoid(logits), axis=0)
+    returns_first = segment_returns(params, take(buffer.first))  # [M, B]
+    returns_second = segment_returns(params, take(buffer.second))
     labels = buffer.label[index]
+    weight = held_out.astype(jnp.float32)
+    losses = bradley_terry_loss(returns_first, returns_second, labels, reward_config.label_noise)
+    member_losses = jnp.sum(weight * losses, axis=1) / jnp.maximum(jnp.sum(weight), 1e-6)
+    p_first = jnp.mean(jax.nn.sigmoid(returns_first - returns_second), axis=0)
     strict = weight * (labels != 0.5)
     hits = correct(p_first, 0.5, labels)
-    return jnp.sum(strict * hits) / jnp.maximum(jnp.sum(strict), 1e-6)
+    accuracy = jnp.sum(strict * hits) / jnp.maximum(jnp.sum(strict), 1e-6)
+    return member_losses, accuracy, jnp.sum(weight) > 0
 
   def normalize(state: RewardModelState, raw):
     """Ensemble mean of each member's raw rewards ([M, ...]) in standard units."""
