@@ -18,4 +18,6 @@ def get_config():
   config.reward.source = "learned"
   config.queries.total_labels = 700
   config.ppo.reward_scaling = 1.0  # the learned reward already has unit scale
+  # Only 20 iterations of 409,600 env steps: the reward model needs many steps in each.
+  config.reward.train_steps = 64
   return config

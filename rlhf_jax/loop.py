@@ -138,14 +138,9 @@ def make_trainer(config) -> Trainer:
     pool = num_pairs if method == "uniform" else queries_config.oversampling * num_pairs
     first, second = segments.sample_pairs(prefs.segments, key_pool, pool)
     if method != "uniform":  # the pool is already in random order
-      params = prefs.reward_model.params
-      chosen = queries.select(
-        method,
-        key_select,
-        model.segment_returns(params, first),
-        model.segment_returns(params, second),
-        num_pairs,
-      )
+      rm_state = prefs.reward_model
+      returns = lambda pair: model.segment_returns(rm_state.params, rm_state.inputs, pair)
+      chosen = queries.select(method, key_select, returns(first), returns(second), num_pairs)
       first, second = jax.tree.map(lambda x: x[chosen], (first, second))
     first, second = jax.tree.map(lambda x: x[:num_pairs], (first, second))
     # B-Pref's margin: the mean true return of a segment under the current policy.
@@ -196,7 +191,9 @@ def make_trainer(config) -> Trainer:
       lambda x: x[jax.random.randint(key, (256,), 0, jnp.maximum(prefs.segments.size, 1))],
       prefs.segments.segments,
     )
-    raw = model.step_rewards(rm_state.params, sample.obs, sample.action, sample.next_obs)
+    raw = model.step_rewards(
+      rm_state.params, rm_state.inputs, sample.obs, sample.action, sample.next_obs
+    )
     learned_segment = jnp.sum(model.normalize(rm_state, raw) * sample.mask, axis=-1)
     correlation = masked_correlation(
       learned_segment, jnp.sum(sample.true_reward, axis=-1), jnp.ones_like(learned_segment)
@@ -233,11 +230,14 @@ def make_trainer(config) -> Trainer:
     prefs = collect_segments(prefs, transitions, key_cut)
     # The untrained ensemble's disagreement means nothing yet: the first pairs are uniform.
     prefs, _ = ask(prefs, key_ask, transitions, num_initial, num_initial, "uniform")
+    rm_state = model.observe(
+      prefs.reward_model, transitions.obs, transitions.action, transitions.next_obs
+    )
     if config.reward.initial_train_steps:
-      fitted, _ = model.update(
-        prefs.reward_model, prefs.preferences, key_fit, config.reward.initial_train_steps
+      rm_state, _ = model.update(
+        rm_state, prefs.preferences, key_fit, config.reward.initial_train_steps
       )
-      prefs = prefs.replace(reward_model=fitted)
+    prefs = prefs.replace(reward_model=rm_state)
     return state.replace(env_state=env_state, preferences=prefs)
 
   def init(key) -> TrainState:
@@ -261,8 +261,11 @@ def make_trainer(config) -> Trainer:
           prefs, key_ask, transitions, max_queries, due, queries_config.method
         )
         metrics.update(query_metrics)
+      rm_state = model.observe(
+        prefs.reward_model, transitions.obs, transitions.action, transitions.next_obs
+      )
       rm_state, rm_metrics = model.update(
-        prefs.reward_model, prefs.preferences, key_fit, config.reward.train_steps
+        rm_state, prefs.preferences, key_fit, config.reward.train_steps
       )
       prefs = prefs.replace(reward_model=rm_state)
       prefs, reward, reward_metrics = learned_rewards(prefs, transitions, key_reward)

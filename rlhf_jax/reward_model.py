@@ -28,13 +28,14 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from brax.training.acme import running_statistics
 from flax import linen
 
 from rlhf_jax.types import Segment
 
 INPUTS = ("obs_action", "obs", "obs_next_obs")
 _HOLDOUT_FRACTION = 1 / math.e
-_L2_STEP = 1.1  # factor by which the L2 weight moves per iteration
+_L2_STEP = 1.1  # factor by which the L2 weight moves per training step
 _L2_RANGE = (1e-8, 1.0)
 _EMA_DECAY = 0.9  # of the loss averages that steer the L2 weight
 
@@ -54,6 +55,7 @@ class PreferenceBuffer(NamedTuple):
 @flax.struct.dataclass
 class RewardModelState:
   params: Any  # stacked [M, ...]
+  inputs: running_statistics.RunningStatisticsState  # of the network's input features
   optimizer_state: optax.OptState
   l2: jax.Array  # float32 [M]
   train_loss_ema: jax.Array  # float32 [M]; < 0 until first measured
@@ -65,8 +67,9 @@ class RewardModelState:
 
 class RewardModel(NamedTuple):
   init: Callable  # key -> RewardModelState
-  step_rewards: Callable  # (params, obs, action, next_obs) -> raw rewards [M, ...]
-  segment_returns: Callable  # (params, Segment [..., K]) -> raw returns [M, ...]
+  observe: Callable  # (state, obs, action, next_obs) -> state with input statistics updated
+  step_rewards: Callable  # (params, inputs, obs, action, next_obs) -> raw rewards [M, ...]
+  segment_returns: Callable  # (params, inputs, Segment [..., K]) -> raw returns [M, ...]
   update: Callable  # (state, PreferenceBuffer, key, num_steps) -> (state, metrics)
   normalized_reward: Callable  # (state, obs, action, next_obs) -> (state, reward [...])
   normalize: Callable  # (state, raw [M, ...]) -> ensemble mean of normalized rewards
@@ -148,13 +151,19 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
   optimizer = optax.adam(reward_config.learning_rate)
   features = functools.partial(_features, reward_config.inputs)
 
-  def step_rewards(params, obs, action, next_obs):
-    x = features(obs, action, next_obs)
+  def step_rewards(params, inputs, obs, action, next_obs):
+    """Each member's reward of each step; inputs are standardized by running statistics."""
+    x = running_statistics.normalize(features(obs, action, next_obs), inputs)
     return jax.vmap(network.apply, in_axes=(0, None))(params, x)
 
-  def segment_returns(params, segment: Segment):
-    rewards = step_rewards(params, segment.obs, segment.action, segment.next_obs)
+  def segment_returns(params, inputs, segment: Segment):
+    rewards = step_rewards(params, inputs, segment.obs, segment.action, segment.next_obs)
     return jnp.sum(rewards * segment.mask, axis=-1)
+
+  def observe(state: RewardModelState, obs, action, next_obs) -> RewardModelState:
+    """Adds these steps' features to the running statistics that standardize inputs."""
+    inputs = running_statistics.update(state.inputs, features(obs, action, next_obs))
+    return state.replace(inputs=inputs)
 
   def init(key) -> RewardModelState:
     obs = jnp.zeros((observation_size,))
@@ -166,6 +175,7 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     members = lambda value: jnp.full((ensemble_size,), value, jnp.float32)
     return RewardModelState(
       params=params,
+      inputs=running_statistics.init_state(jax.ShapeDtypeStruct(example.shape, jnp.float32)),
       optimizer_state=optimizer.init(params),
       l2=members(reward_config.l2_init),
       train_loss_ema=members(-1.0),
@@ -175,12 +185,12 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
       normalizer_ready=jnp.zeros((), bool),
     )
 
-  def member_loss(member_params, l2, buffer: PreferenceBuffer, index, weight):
+  def member_loss(member_params, inputs, l2, buffer: PreferenceBuffer, index, weight):
     """One member's weighted loss on the pairs `index` ([B]) of the buffer."""
     take = lambda tree: jax.tree.map(lambda x: x[index], tree)
     expand = lambda p: jax.tree.map(lambda x: x[None], p)  # a one-member "ensemble"
-    return_first = segment_returns(expand(member_params), take(buffer.first))[0]
-    return_second = segment_returns(expand(member_params), take(buffer.second))[0]
+    return_first = segment_returns(expand(member_params), inputs, take(buffer.first))[0]
+    return_second = segment_returns(expand(member_params), inputs, take(buffer.second))[0]
     labels = buffer.label[index]
     losses = bradley_terry_loss(return_first, return_second, labels, reward_config.label_noise)
     total = jnp.maximum(jnp.sum(weight), 1e-6)
@@ -192,46 +202,57 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     squares = sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(member_params))
     return data_loss + l2 * squares, (data_loss, accuracy)
 
-  def ensemble_loss(params, l2, buffer, index, weight):
-    losses, aux = jax.vmap(member_loss, in_axes=(0, 0, None, 0, 0))(
-      params, l2, buffer, index, weight
+  def ensemble_loss(params, inputs, l2, buffer, index, weight):
+    losses, aux = jax.vmap(member_loss, in_axes=(0, None, 0, None, 0, 0))(
+      params, inputs, l2, buffer, index, weight
     )
     return jnp.sum(losses), aux
 
   grad_fn = jax.grad(ensemble_loss, has_aux=True)
 
-  def update(state: RewardModelState, buffer: PreferenceBuffer, key, num_steps: int):
-    """`num_steps` Adam steps on bootstrap minibatches, then validation and the L2 step."""
-    batch_size = reward_config.batch_size
-    size = jnp.maximum(buffer.size, 1)
-    trainable = (~buffer.holdout) & (jnp.arange(buffer.label.shape[0]) < buffer.size)
-
-    def train_step(carry, key_step):
-      params, optimizer_state = carry
-      index = jax.random.randint(key_step, (ensemble_size, batch_size), 0, size)
-      weight = trainable[index] * buffer.bootstrap[index, jnp.arange(ensemble_size)[:, None]]
-      grads, (data_loss, accuracy) = grad_fn(params, state.l2, buffer, index, weight)
-      updates, optimizer_state = optimizer.update(grads, optimizer_state, params)
-      return (optax.apply_updates(params, updates), optimizer_state), (data_loss, accuracy)
-
-    key_train, key_val = jax.random.split(key)
-    (params, optimizer_state), (train_loss, train_accuracy) = jax.lax.scan(
-      train_step,
-      (state.params, state.optimizer_state),
-      jax.random.split(key_train, num_steps),
-    )
-    train_loss, train_accuracy = train_loss.mean(0), train_accuracy.mean(0)  # [M]
-
-    held_out = buffer.holdout & (jnp.arange(buffer.label.shape[0]) < buffer.size)
-    index = jax.random.randint(key_val, (reward_config.validation_batch_size,), 0, size)
-    val_loss, ensemble_accuracy, has_val = validate(params, buffer, index, held_out[index])
-
+  def adapt_l2(l2, train_ema, val_ema, train_loss, val_loss, has_val):
+    """Moves the EMAs of both losses; nudges L2 to keep val/train within 1.1-1.5."""
     ema = lambda old, new: jnp.where(old < 0, new, _EMA_DECAY * old + (1 - _EMA_DECAY) * new)
-    train_ema = ema(state.train_loss_ema, train_loss)
-    val_ema = jnp.where(has_val, ema(state.val_loss_ema, val_loss), state.val_loss_ema)
+    train_ema = ema(train_ema, train_loss)
+    val_ema = jnp.where(has_val, ema(val_ema, val_loss), val_ema)
     ratio = val_ema / jnp.maximum(train_ema, 1e-6)
     factor = jnp.where(ratio > 1.5, _L2_STEP, jnp.where(ratio < 1.1, 1 / _L2_STEP, 1.0))
-    l2 = jnp.where(has_val & (val_ema > 0), jnp.clip(state.l2 * factor, *_L2_RANGE), state.l2)
+    l2 = jnp.where(has_val & (val_ema > 0), jnp.clip(l2 * factor, *_L2_RANGE), l2)
+    return l2, train_ema, val_ema
+
+  def update(state: RewardModelState, buffer: PreferenceBuffer, key, num_steps: int):
+    """`num_steps` Adam steps on bootstrap minibatches.
+
+    After each step the L2 weight moves by one notch, steered by running averages of the
+    training loss and of the loss on a minibatch of held-out pairs.
+    """
+    batch_size = reward_config.batch_size
+    size = jnp.maximum(buffer.size, 1)
+    filled = jnp.arange(buffer.label.shape[0]) < buffer.size
+    trainable, held_out = (~buffer.holdout) & filled, buffer.holdout & filled
+
+    def train_step(carry, key_step):
+      params, optimizer_state, l2, train_ema, val_ema = carry
+      key_train, key_val = jax.random.split(key_step)
+      index = jax.random.randint(key_train, (ensemble_size, batch_size), 0, size)
+      weight = trainable[index] * buffer.bootstrap[index, jnp.arange(ensemble_size)[:, None]]
+      grads, (train_loss, accuracy) = grad_fn(params, state.inputs, l2, buffer, index, weight)
+      updates, optimizer_state = optimizer.update(grads, optimizer_state, params)
+      params = optax.apply_updates(params, updates)
+      val_index = jax.random.randint(key_val, (batch_size,), 0, size)
+      val_loss, _, has_val = validate(params, state.inputs, buffer, val_index, held_out[val_index])
+      l2, train_ema, val_ema = adapt_l2(l2, train_ema, val_ema, train_loss, val_loss, has_val)
+      return (params, optimizer_state, l2, train_ema, val_ema), (train_loss, accuracy)
+
+    key_train, key_val = jax.random.split(key)
+    carry = (state.params, state.optimizer_state, state.l2)
+    carry += (state.train_loss_ema, state.val_loss_ema)
+    (params, optimizer_state, l2, train_ema, val_ema), (train_loss, train_accuracy) = jax.lax.scan(
+      train_step, carry, jax.random.split(key_train, num_steps)
+    )
+    train_loss, train_accuracy = train_loss.mean(0), train_accuracy.mean(0)  # [M]
+    index = jax.random.randint(key_val, (reward_config.validation_batch_size,), 0, size)
+    val_loss, ensemble_accuracy, _ = validate(params, state.inputs, buffer, index, held_out[index])
 
     new_state = state.replace(
       params=params,
@@ -249,15 +270,15 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     }
     return new_state, metrics
 
-  def validate(params, buffer: PreferenceBuffer, index, held_out):
+  def validate(params, inputs, buffer: PreferenceBuffer, index, held_out):
     """Each member's loss [M] and the ensemble's accuracy on the held-out pairs `index`.
 
     The ensemble's prediction is the members' mean P(first ≻ second); pairs labelled 0.5
     count toward the loss but not the accuracy.
     """
     take = lambda tree: jax.tree.map(lambda x: x[index], tree)
-    returns_first = segment_returns(params, take(buffer.first))  # [M, B]
-    returns_second = segment_returns(params, take(buffer.second))
+    returns_first = segment_returns(params, inputs, take(buffer.first))  # [M, B]
+    returns_second = segment_returns(params, inputs, take(buffer.second))
     labels = buffer.label[index]
     weight = held_out.astype(jnp.float32)
     losses = bradley_terry_loss(returns_first, returns_second, labels, reward_config.label_noise)
@@ -277,7 +298,7 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
 
   def normalized_reward(state: RewardModelState, obs, action, next_obs):
     """Updates the normalizer with these steps' rewards, then normalizes them."""
-    raw = step_rewards(state.params, obs, action, next_obs)
+    raw = step_rewards(state.params, state.inputs, obs, action, next_obs)
     axes = tuple(range(1, raw.ndim))
     batch_mean, batch_var = jnp.mean(raw, axis=axes), jnp.var(raw, axis=axes)
     decay = jnp.where(state.normalizer_ready, reward_config.normalizer_decay, 0.0)
@@ -290,6 +311,7 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
 
   return RewardModel(
     init=init,
+    observe=observe,
     step_rewards=step_rewards,
     segment_returns=segment_returns,
     update=update,

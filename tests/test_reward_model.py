@@ -79,14 +79,14 @@ def test_fit_to_labels_of_a_known_linear_reward_recovers_it():
   buffer = reward_model.init_preference_buffer(example, 3000, config.reward.ensemble_size)
   buffer = reward_model.add_preferences(buffer, key_fit, first, second, labels, valid)
 
-  state = model.init(key_init)
+  state = model.observe(model.init(key_init), first.obs, first.action, first.next_obs)
   update = jax.jit(lambda s, k: model.update(s, buffer, k, 100))
   for step_key in jax.random.split(key_fit, 20):
     state, metrics = update(state, step_key)
   assert float(metrics["rm_val_accuracy"]) > 0.9
 
   test = _segments(key_test, 50, length, obs_size, weights)
-  raw = model.step_rewards(state.params, test.obs, test.action, test.next_obs)
+  raw = model.step_rewards(state.params, state.inputs, test.obs, test.action, test.next_obs)
   learned = np.asarray(model.normalize(state, raw)).ravel()
   correlation = np.corrcoef(learned, np.asarray(test.true_reward).ravel())[0, 1]
   assert correlation > 0.95, correlation
@@ -99,6 +99,6 @@ def test_normalized_reward_has_zero_mean_and_unit_std_per_member():
   obs = jax.random.normal(jax.random.PRNGKey(1), (500, 4)) * 3 + 1
   action = jnp.ones((500, 2))
   state, reward = model.normalized_reward(state, obs, action, obs)
-  raw = model.step_rewards(state.params, obs, action, obs)
+  raw = model.step_rewards(state.params, state.inputs, obs, action, obs)
   per_member = (raw - raw.mean(1, keepdims=True)) / raw.std(1, keepdims=True)
   np.testing.assert_allclose(reward, per_member.mean(0), atol=1e-4)
