@@ -20,4 +20,5 @@ def get_config():
   config.ppo.reward_scaling = 1.0  # the learned reward already has unit scale
   # Only 20 iterations of 409,600 env steps: the reward model needs many steps in each.
   config.reward.train_steps = 64
+  config.reward.normalize_inputs = True  # joint velocities would swamp the distance terms
   return config

@@ -73,6 +73,8 @@ def default_config() -> ml_collections.ConfigDict:
   # Subtract each member's mean reward (the paper's choice, for tasks without early
   # termination); False keeps the offset that labels of unequal-length segments teach.
   config.reward.normalize_mean = True
+  # Standardize the network's inputs by running statistics of the rollouts' features.
+  config.reward.normalize_inputs = False
 
   config.segments = ml_collections.ConfigDict()
   config.segments.length = 0  # steps; 0 means about SEGMENT_SECONDS of simulated time

@@ -35,8 +35,8 @@ from rlhf_jax.types import Segment
 
 INPUTS = ("obs_action", "obs", "obs_next_obs")
 _HOLDOUT_FRACTION = 1 / math.e
-_L2_STEP = 1.1  # factor by which the L2 weight moves per training step
-_L2_RANGE = (1e-8, 1.0)
+_L2_STEP = 1.02  # factor by which the L2 weight moves per training step
+_L2_RANGE = (1e-6, 0.1)
 _EMA_DECAY = 0.9  # of the loss averages that steer the L2 weight
 
 
@@ -152,8 +152,10 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
   features = functools.partial(_features, reward_config.inputs)
 
   def step_rewards(params, inputs, obs, action, next_obs):
-    """Each member's reward of each step; inputs are standardized by running statistics."""
-    x = running_statistics.normalize(features(obs, action, next_obs), inputs)
+    """Each member's reward of each step (inputs standardized if `normalize_inputs`)."""
+    x = features(obs, action, next_obs)
+    if reward_config.normalize_inputs:
+      x = running_statistics.normalize(x, inputs)
     return jax.vmap(network.apply, in_axes=(0, None))(params, x)
 
   def segment_returns(params, inputs, segment: Segment):
