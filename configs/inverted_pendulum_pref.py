@@ -4,8 +4,10 @@
 
 configs/inverted_pendulum.py with one change: PPO optimizes the reward model learned from
 the labels (25 from the random policy, 75 more during training) instead of the true
-reward. Expected on a 2-core CPU in about 2 minutes: the true return climbs from about 25
-to about 450 (the true-reward run reaches about 890 with the same env steps).
+reward. Expected on a 2-core CPU in about a minute and a half (about 77k env steps/s,
+against about 94k for true-reward PPO): the true return climbs from about 45 to about 470
+by 2M env steps (the true-reward run reaches about 890), and the learned segment return
+correlates about 0.99 with the true one.
 """
 
 import os

@@ -32,7 +32,7 @@ import jax
 warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
 
 from rlhf_jax import config as config_lib  # noqa: E402
-from rlhf_jax import evaluation, train  # noqa: E402
+from rlhf_jax import evaluation, metrics, train  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,24 +112,15 @@ def format_table(env: str, summaries: list[dict], initial: float) -> str:
 
 
 def plot(curves: list[dict], path: str, title: str) -> None:
-  from matplotlib.figure import Figure
-
-  fig = Figure(figsize=(6, 4))
-  ax = fig.subplots()
+  """Mean true return over seeds against env steps, one line per condition."""
+  lines = {}
   for condition in dict.fromkeys(c["condition"] for c in curves):
     points = {}
     for c in curves:
       if c["condition"] == condition and c["return"] is not None:
         points.setdefault(c["env_steps"], []).append(c["return"])
-    steps = sorted(points)
-    ax.plot(steps, [statistics.fmean(points[s]) for s in steps], label=condition)
-  ax.set_xlabel("env steps")
-  ax.set_ylabel("true return (mean over seeds)")
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
+    lines[condition] = [(step, statistics.fmean(points[step])) for step in sorted(points)]
+  metrics.plot_lines(lines, path, title, "true return (mean over seeds)")
 
 
 def write_csv(path: str, rows: list[dict]) -> None:

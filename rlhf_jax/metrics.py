@@ -70,18 +70,26 @@ def read_jsonl(path: str) -> list[dict]:
 
 def plot_returns(records: list[dict], path: str, title: str = "") -> None:
   """Writes a PNG of true return (and any learned return) against env steps."""
+  lines = {}
+  for key, label in (("true_return", "true return"), ("learned_return", "learned return")):
+    points = [(r["env_steps"], r[key]) for r in records if r.get(key) is not None]
+    if points:
+      lines[label] = points
+  plot_lines(lines, path, title, "episode return")
+
+
+def plot_lines(lines: dict[str, list[tuple]], path: str, title: str, ylabel: str) -> None:
+  """Writes a PNG with one line per entry of `lines` (label -> [(env steps, value)])."""
   # A bare Figure (no pyplot) leaves the caller's backend alone, e.g. a notebook's inline one.
   from matplotlib.figure import Figure
 
   fig = Figure(figsize=(6, 4))
   ax = fig.subplots()
-  for key, label in (("true_return", "true return"), ("learned_return", "learned return")):
-    points = [(r["env_steps"], r[key]) for r in records if r.get(key) is not None]
-    if points:
-      steps, values = zip(*points, strict=True)
-      ax.plot(steps, values, label=label)
+  for label, points in lines.items():
+    steps, values = zip(*points, strict=True)
+    ax.plot(steps, values, label=label)
   ax.set_xlabel("env steps")
-  ax.set_ylabel("episode return")
+  ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
   ax.legend()
