@@ -137,7 +137,14 @@ def main(argv=None):
   parser.add_argument("--labels", default="350,700,1400")
   parser.add_argument("--total_env_steps", type=int, default=None, help="override the budget")
   parser.add_argument("--out", default="runs/label_efficiency")
+  parser.add_argument(
+    "--summarize", action="store_true", help="only re-read --out's CSVs, print and plot"
+  )
   args = parser.parse_args(argv)
+  if args.summarize:
+    return report(
+      args.env, read_csv(args.out, "curves.csv"), read_csv(args.out, "final.csv"), args.out
+    )
   log = functools.partial(print, file=sys.stderr, flush=True)
   log(f"devices: {jax.devices()}")
   base = config_lib.load(os.path.join(REPO, "configs", f"{args.env}.py"))
@@ -161,11 +168,33 @@ def main(argv=None):
       rows.append(row)
       write_csv(os.path.join(args.out, "curves.csv"), curves)  # kept current as runs end
       write_csv(os.path.join(args.out, "final.csv"), rows)
-  plot(curves, os.path.join(args.out, "label_efficiency.png"), args.env)
+  return report(args.env, curves, rows, args.out)
+
+
+def report(env: str, curves: list[dict], rows: list[dict], out: str) -> list[dict]:
+  plot(curves, os.path.join(out, "label_efficiency.png"), env)
   summaries = summarize(rows)
   initial = statistics.fmean(r["initial_return"] for r in rows if r["condition"] == "true reward")
-  print(format_table(args.env, summaries, initial), flush=True)
+  print(format_table(env, summaries, initial), flush=True)
   return summaries
+
+
+def read_csv(out: str, name: str) -> list[dict]:
+  """Rows written by write_csv, with numbers parsed back (empty cells become None)."""
+
+  def parse(value: str):
+    if value == "":
+      return None
+    try:
+      return int(value)
+    except ValueError:
+      try:
+        return float(value)
+      except ValueError:
+        return value
+
+  with open(os.path.join(out, name), newline="", encoding="utf-8") as f:
+    return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 if __name__ == "__main__":
