@@ -65,7 +65,7 @@ def run(config, seed: int, condition: str, log):
       "condition": condition,
       "seed": seed,
       "env_steps": r["env_steps"],
-      "true_return": r["true_return"],
+      "return": r["true_return"],
     }
     for r in result.records
   ]
