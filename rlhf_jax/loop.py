@@ -77,12 +77,10 @@ def episode_metrics(transitions: Transition) -> dict:
   }
 
 
-def masked_correlation(x, y, mask):
-  """Pearson correlation of x and y over the entries where mask is 1 (0 if degenerate)."""
-  count = jnp.maximum(jnp.sum(mask), 1)
-  mean = lambda v: jnp.sum(mask * v) / count
-  dx, dy = x - mean(x), y - mean(y)
-  covariance, var_x, var_y = mean(dx * dy), mean(dx * dx), mean(dy * dy)
+def correlation(x, y):
+  """Pearson correlation of two vectors (0 where either is constant)."""
+  dx, dy = x - jnp.mean(x), y - jnp.mean(y)
+  covariance, var_x, var_y = jnp.mean(dx * dy), jnp.mean(dx * dx), jnp.mean(dy * dy)
   return jnp.where(var_x * var_y > 0, covariance / jnp.sqrt(var_x * var_y + 1e-30), 0.0)
 
 
@@ -142,7 +140,6 @@ def make_trainer(config) -> Trainer:
       returns = lambda pair: model.segment_returns(rm_state.params, rm_state.inputs, pair)
       chosen = queries.select(method, key_select, returns(first), returns(second), num_pairs)
       first, second = jax.tree.map(lambda x: x[chosen], (first, second))
-    first, second = jax.tree.map(lambda x: x[:num_pairs], (first, second))
     # B-Pref's margin: the mean true return of a segment under the current policy.
     margin = jnp.mean(transitions.true_reward) * segment_length
     labels, answered = teachers.label(teacher, key_teacher, first, second, margin)
@@ -195,16 +192,14 @@ def make_trainer(config) -> Trainer:
       rm_state.params, rm_state.inputs, sample.obs, sample.action, sample.next_obs
     )
     learned_segment = jnp.sum(model.normalize(rm_state, raw) * sample.mask, axis=-1)
-    correlation = masked_correlation(
-      learned_segment, jnp.sum(sample.true_reward, axis=-1), jnp.ones_like(learned_segment)
-    )
+    true_segment = teachers.segment_return(sample)
     prefs = prefs.replace(reward_model=rm_state, learned_return=learned_return)
     return (
       prefs,
       reward,
       {
         "learned_return_sum": jnp.sum(ended_sums),
-        "rm_true_correlation": correlation,
+        "rm_true_correlation": correlation(learned_segment, true_segment),
       },
     )
 

@@ -31,6 +31,7 @@ import optax
 from brax.training.acme import running_statistics
 from flax import linen
 
+from rlhf_jax.segments import ring_write
 from rlhf_jax.types import Segment
 
 INPUTS = ("obs_action", "obs", "obs_next_obs")
@@ -84,6 +85,11 @@ def bradley_terry_loss(return_first, return_second, labels, noise=0.1):
   return -(labels * jnp.log(p_first) + (1 - labels) * jnp.log1p(-p_first))
 
 
+def weighted_mean(values, weight, axis=-1):
+  """Σ weight · values / Σ weight along `axis` (0 where every weight is 0)."""
+  return jnp.sum(weight * values, axis=axis) / jnp.maximum(jnp.sum(weight, axis=axis), 1e-6)
+
+
 def correct(return_first, return_second, labels):
   """1 where the predicted preference matches a strict label, 0 elsewhere (and for 0.5)."""
   predicted_first = return_first > return_second
@@ -105,24 +111,15 @@ def init_preference_buffer(example_segment: Segment, capacity: int, ensemble_siz
 
 def add_preferences(buffer: PreferenceBuffer, key, first, second, labels, keep):
   """Writes the pairs with `keep` ([Q] bool) after the newest; draws holdout and bootstrap."""
-  capacity, ensemble_size = buffer.bootstrap.shape
+  ensemble_size = buffer.bootstrap.shape[1]
   key_holdout, key_bootstrap = jax.random.split(key)
-  keep = keep.astype(jnp.int32)
-  slot = jnp.where(keep > 0, (buffer.next_index + jnp.cumsum(keep) - 1) % capacity, capacity)
-  write = lambda old, new: old.at[slot].set(new, mode="drop")
   num_pairs = labels.shape[0]
   holdout = jax.random.bernoulli(key_holdout, _HOLDOUT_FRACTION, (num_pairs,))
   bootstrap = jax.random.poisson(key_bootstrap, 1.0, (num_pairs, ensemble_size))
-  added = jnp.sum(keep)
-  return PreferenceBuffer(
-    first=jax.tree.map(write, buffer.first, first),
-    second=jax.tree.map(write, buffer.second, second),
-    label=write(buffer.label, labels),
-    holdout=write(buffer.holdout, holdout),
-    bootstrap=write(buffer.bootstrap, bootstrap.astype(jnp.float32)),
-    next_index=(buffer.next_index + added) % capacity,
-    size=jnp.minimum(buffer.size + added, capacity),
-  )
+  rows = (first, second, labels, holdout, bootstrap.astype(jnp.float32))
+  stored = (buffer.first, buffer.second, buffer.label, buffer.holdout, buffer.bootstrap)
+  stored, next_index, size = ring_write(stored, rows, keep, buffer.next_index, buffer.size)
+  return PreferenceBuffer(*stored, next_index=next_index, size=size)
 
 
 class _MLP(linen.Module):
@@ -163,7 +160,10 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     return jnp.sum(rewards * segment.mask, axis=-1)
 
   def observe(state: RewardModelState, obs, action, next_obs) -> RewardModelState:
-    """Adds these steps' features to the running statistics that standardize inputs."""
+    """Adds these steps' features to the running statistics that standardize inputs
+    (a no-op unless `reward.normalize_inputs`, so the default pays nothing for it)."""
+    if not reward_config.normalize_inputs:
+      return state
     inputs = running_statistics.update(state.inputs, features(obs, action, next_obs))
     return state.replace(inputs=inputs)
 
@@ -195,12 +195,9 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     return_second = segment_returns(expand(member_params), inputs, take(buffer.second))[0]
     labels = buffer.label[index]
     losses = bradley_terry_loss(return_first, return_second, labels, reward_config.label_noise)
-    total = jnp.maximum(jnp.sum(weight), 1e-6)
-    data_loss = jnp.sum(weight * losses) / total
+    data_loss = weighted_mean(losses, weight)
     strict = weight * (labels != 0.5)
-    accuracy = jnp.sum(strict * correct(return_first, return_second, labels)) / jnp.maximum(
-      jnp.sum(strict), 1e-6
-    )
+    accuracy = weighted_mean(correct(return_first, return_second, labels), strict)
     squares = sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(member_params))
     return data_loss + l2 * squares, (data_loss, accuracy)
 
@@ -284,11 +281,9 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     labels = buffer.label[index]
     weight = held_out.astype(jnp.float32)
     losses = bradley_terry_loss(returns_first, returns_second, labels, reward_config.label_noise)
-    member_losses = jnp.sum(weight * losses, axis=1) / jnp.maximum(jnp.sum(weight), 1e-6)
+    member_losses = weighted_mean(losses, weight)
     p_first = jnp.mean(jax.nn.sigmoid(returns_first - returns_second), axis=0)
-    strict = weight * (labels != 0.5)
-    hits = correct(p_first, 0.5, labels)
-    accuracy = jnp.sum(strict * hits) / jnp.maximum(jnp.sum(strict), 1e-6)
+    accuracy = weighted_mean(correct(p_first, 0.5, labels), weight * (labels != 0.5))
     return member_losses, accuracy, jnp.sum(weight) > 0
 
   def normalize(state: RewardModelState, raw):

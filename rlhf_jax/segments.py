@@ -105,19 +105,27 @@ def init_buffer(example_segment: Segment, capacity: int) -> SegmentBuffer:
   return SegmentBuffer(segments, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
+def ring_write(stored, rows, keep: jax.Array, next_index: jax.Array, size: jax.Array):
+  """Writes the rows of `rows` ([R, ...] leaves) where `keep` after the newest rows of the
+  ring buffer `stored` ([C, ...] leaves, R <= C), overwriting the oldest.
+
+  Returns (stored, next_index, size).
+  """
+  capacity = jax.tree.leaves(stored)[0].shape[0]
+  keep = keep.astype(jnp.int32)
+  slot = (next_index + jnp.cumsum(keep) - 1) % capacity
+  slot = jnp.where(keep > 0, slot, capacity)  # out of range: dropped
+  stored = jax.tree.map(lambda old, new: old.at[slot].set(new, mode="drop"), stored, rows)
+  added = jnp.sum(keep)
+  return stored, (next_index + added) % capacity, jnp.minimum(size + added, capacity)
+
+
 def add(buffer: SegmentBuffer, segments: Segment, valid: jax.Array) -> SegmentBuffer:
   """Writes the valid rows of `segments` ([S, K, ...], S <= capacity) after the newest."""
-  capacity = buffer.segments.mask.shape[0]
-  valid = valid.astype(jnp.int32)
-  slot = (buffer.next_index + jnp.cumsum(valid) - 1) % capacity
-  slot = jnp.where(valid > 0, slot, capacity)  # out of range: dropped
-  stored = jax.tree.map(
-    lambda old, new: old.at[slot].set(new, mode="drop"), buffer.segments, segments
+  stored, next_index, size = ring_write(
+    buffer.segments, segments, valid, buffer.next_index, buffer.size
   )
-  added = jnp.sum(valid)
-  return SegmentBuffer(
-    stored, (buffer.next_index + added) % capacity, jnp.minimum(buffer.size + added, capacity)
-  )
+  return SegmentBuffer(stored, next_index, size)
 
 
 def sample_pairs(buffer: SegmentBuffer, key, num_pairs: int):
