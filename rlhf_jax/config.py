@@ -90,6 +90,12 @@ def default_config() -> ml_collections.ConfigDict:
   config.queries.schedule_timescale = 2e6
   config.queries.buffer_size = 3000  # the most recent labels kept for training
 
+  # Checkpoints of the whole train state under <workdir>/checkpoints/ (rlhf_jax/checkpoint.py);
+  # rerunning with the same --workdir resumes from the newest.
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_chunks = 10  # and always after the last chunk or on SIGTERM/SIGINT
+  config.checkpoint.keep = 3  # the newest ones kept
+
   # A simulated teacher from B-Pref (see rlhf_jax/teachers.py); the parameters below
   # combine with the named preset wherever they differ from the oracle's values.
   config.teacher = "oracle"
@@ -167,6 +173,8 @@ def validate(config, device_count: int = 1) -> None:
       "ppo.batch_size",
       "ppo.num_minibatches",
       "ppo.num_updates_per_batch",
+      "checkpoint.every_chunks",
+      "checkpoint.keep",
     ],
   )
   envs.check_name_and_backend(config.env.name, config.env.backend)

@@ -77,6 +77,34 @@ def episode_metrics(transitions: Transition) -> dict:
   }
 
 
+def all_finite(tree) -> jax.Array:
+  """bool []: no NaN or Inf in any float leaf of `tree`."""
+  checks = [
+    jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
+
+
+def learned_parts(state: TrainState) -> dict:
+  """The learned quantities of a state, by name (what the NaN guard watches)."""
+  parts = {
+    "policy params": state.ppo.params.policy,
+    "value params": state.ppo.params.value,
+    "observation normalizer": state.ppo.normalizer,
+  }
+  if state.preferences is not None:
+    model = state.preferences.reward_model
+    parts["reward model params"] = model.params
+    parts["reward normalizer"] = (model.reward_mean, model.reward_var, model.inputs)
+  return parts
+
+
+@jax.jit
+def nonfinite_parts(state: TrainState) -> dict:
+  """{name: bool} for each of `learned_parts`: True where it holds a NaN or Inf."""
+  return {name: ~all_finite(part) for name, part in learned_parts(state).items()}
+
+
 def correlation(x, y):
   """Pearson correlation of two vectors (0 where either is constant)."""
   dx, dy = x - jnp.mean(x), y - jnp.mean(y)
@@ -281,6 +309,7 @@ def make_trainer(config) -> Trainer:
       reward_per_step=jnp.mean(transitions.reward),
     )
     new_state = TrainState(ppo_state, env_state, key, state.iteration + 1, prefs)
+    metrics["finite"] = all_finite((metrics, learned_parts(new_state)))
     return new_state, metrics
 
   def reduce(name, values):
@@ -292,7 +321,11 @@ def make_trainer(config) -> Trainer:
     state, metrics = jax.lax.scan(
       lambda s, _: iteration(s), state, None, length=config.iterations_per_chunk
     )
-    return state, {name: reduce(name, values) for name, values in metrics.items()}
+    finite = metrics.pop("finite")
+    summary = {name: reduce(name, values) for name, values in metrics.items()}
+    # The guard's clue: the first iteration of the chunk that produced a NaN or Inf.
+    summary["nonfinite_iteration"] = jnp.where(jnp.all(finite), -1, jnp.argmin(finite))
+    return state, summary
 
   return Trainer(
     init=jax.jit(init),
@@ -312,7 +345,8 @@ def chunk_summary(metrics: dict) -> dict:
 
   `true_return` (and `learned_return`, under the learned reward) is the mean return of the
   episodes that ended in the chunk, or None when none ended; `teacher_noise` is the
-  fraction of the chunk's labels that differ from the oracle's.
+  fraction of the chunk's labels that differ from the oracle's; `nonfinite_iteration` is
+  the first iteration of the chunk (counted from 0) that produced a NaN or Inf, or -1.
   """
   metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
   episodes = metrics.pop("episodes")
@@ -324,7 +358,7 @@ def chunk_summary(metrics: dict) -> dict:
   if "new_labels" in metrics:
     new_labels, wrong = metrics.pop("new_labels"), metrics.pop("teacher_wrong")
     metrics["teacher_noise"] = wrong / new_labels if new_labels else None
-  for name in LAST:
+  for name in (*LAST, "nonfinite_iteration"):
     if name in metrics:
       metrics[name] = int(metrics[name])
   return metrics

@@ -68,6 +68,17 @@ def read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def keep_records_until(path: str, env_steps: int) -> list[dict]:
+  """Drops the rows of a metrics.jsonl logged after `env_steps` (chunks a resumed run
+  repeats from its checkpoint) and returns the rows kept."""
+  if not os.path.exists(path):
+    return []
+  records = [r for r in read_jsonl(path) if r["env_steps"] <= env_steps]
+  with open(path, "w", encoding="utf-8") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+  return records
+
+
 def plot_returns(records: list[dict], path: str, title: str = "") -> None:
   """Writes a PNG of true return (and any learned return) against env steps."""
   lines = {}

@@ -8,8 +8,11 @@ chunks, and between them writes metrics, TensorBoard events and progress. At the
 writes `return.png`. The workdir also gets the resolved config as `config.json`.
 """
 
+import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -17,8 +20,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from rlhf_jax import checkpoint, loop, metrics
 from rlhf_jax import config as config_lib
-from rlhf_jax import loop, metrics
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, logs and plots.")
@@ -30,12 +33,59 @@ class TrainResult(NamedTuple):
   trainer: Any  # loop.Trainer: the networks and functions the run used
 
 
+class Interrupted(Exception):
+  """SIGTERM or SIGINT stopped the run after a chunk; a checkpoint was saved."""
+
+  def __init__(self, signum: int, message: str):
+    super().__init__(message)
+    self.signum = signum
+
+
+class NonFiniteError(Exception):
+  """A loss or a learned quantity became NaN or Inf; the last good checkpoint is kept."""
+
+
+class _StopSignals:
+  """While active (main thread only): SIGTERM or SIGINT asks the run to stop after the
+  current chunk; a second SIGINT ends the process at once (the default action)."""
+
+  def __init__(self, stream):
+    self.received = None
+    self._stream = stream
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.received = signum
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    print(
+      f"\n{signal.Signals(signum).name}: finishing this chunk, then saving a checkpoint "
+      "(Ctrl-C again exits at once)",
+      file=self._stream,
+      flush=True,
+    )
+
+  def __exit__(self, *exc_info):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
 def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
-  """Runs the experiment described by `config`, writing its outputs to `workdir`."""
-  config_lib.validate(config)
-  if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-    raise FileExistsError(f"{workdir} already holds a run's metrics.jsonl; choose a new --workdir.")
+  """Runs the experiment described by `config`, writing its outputs to `workdir`.
+
+  If `workdir` holds checkpoints of the same experiment, continues from the newest one.
+  Raises Interrupted after saving when SIGTERM/SIGINT arrives, NonFiniteError when a loss
+  or parameter goes NaN/Inf (without saving), ValueError for a bad or changed config.
+  """
+  config_lib.validate(config, jax.device_count())
   os.makedirs(workdir, exist_ok=True)
+  checkpoints = checkpoint.Checkpointer(workdir, config.checkpoint.keep)
+  _check_resumable(config, workdir, checkpoints)
   with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
@@ -43,47 +93,114 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
   num_chunks = config_lib.num_chunks(config)
   steps_per_chunk = trainer.env_steps_per_iteration * config.iterations_per_chunk
   total_env_steps = trainer.initial_env_steps + num_chunks * steps_per_chunk
+  print(_header(config, trainer, num_chunks, steps_per_chunk, total_env_steps), file=stream)
+  log = lambda text: print(text, file=stream, flush=True)
+
+  start = time.perf_counter()
+  key = jax.random.PRNGKey(config.seed)
+  restored = checkpoints.restore_latest(jax.eval_shape(trainer.init, key), log)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  if restored is None:
+    state, first_chunk, elapsed_before, records = trainer.init(key), 0, 0.0, []
+  else:
+    state, meta = restored
+    first_chunk, elapsed_before = meta["chunk"], meta["elapsed_seconds"]
+    records = metrics.keep_records_until(metrics_path, meta["env_steps"])
+    log(f"resuming from checkpoint {first_chunk} of {num_chunks} ({meta['env_steps']:,} env steps)")
+  chunk = trainer.chunk.lower(state).compile()
+  compile_seconds = time.perf_counter() - start
+  log(f"initialized and compiled one chunk in {compile_seconds:.1f} s")
+
+  def env_steps(chunks_done: int) -> int:
+    return trainer.initial_env_steps + chunks_done * steps_per_chunk
+
+  writer = metrics.MetricsWriter(workdir, total_env_steps, stream)
+  try:
+    with _StopSignals(stream) as signals:
+      for index in range(first_chunk, num_chunks):
+        chunk_start = time.perf_counter()
+        state, chunk_metrics = chunk(state)
+        record = loop.chunk_summary(chunk_metrics)  # waits for the chunk to finish
+        seconds = time.perf_counter() - chunk_start
+        bad_iteration = record.pop("nonfinite_iteration")
+        if bad_iteration >= 0:
+          iteration = index * config.iterations_per_chunk + bad_iteration
+          env_step = trainer.initial_env_steps + (iteration + 1) * trainer.env_steps_per_iteration
+          raise NonFiniteError(_nonfinite_message(record, state, iteration, env_step, checkpoints))
+        elapsed = elapsed_before + time.perf_counter() - start
+        record.update(
+          env_steps=env_steps(index + 1),
+          steps_per_second=steps_per_chunk / seconds,
+          elapsed_seconds=elapsed,
+          compile_seconds=compile_seconds,
+        )
+        writer.write(record)
+        records.append(record)
+        done = index + 1
+        if done % config.checkpoint.every_chunks == 0 or done == num_chunks or signals.received:
+          meta = {"env_steps": env_steps(done), "elapsed_seconds": elapsed}
+          checkpoints.save(done, state, dict(meta, config=checkpoint.config_dict(config)))
+        if signals.received:
+          checkpoints.wait()
+          name = signal.Signals(signals.received).name
+          raise Interrupted(
+            signals.received,
+            f"stopped by {name} after chunk {done} of {num_chunks} ({env_steps(done):,} env "
+            f"steps); checkpoint saved in {checkpoints.directory}. Rerun the same command "
+            "to resume.",
+          )
+  finally:
+    checkpoints.wait()
+    checkpoints.close()
+    writer.close()
+    if records:
+      metrics.plot_returns(records, os.path.join(workdir, "return.png"), title=f"{config.env.name}")
+  return TrainResult(records, state, trainer)
+
+
+def _check_resumable(config, workdir: str, checkpoints: checkpoint.Checkpointer) -> None:
+  """Refuses a workdir whose run cannot be continued with this config."""
+  saved = checkpoints.saved_config()
+  if saved is None:
+    if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+      raise FileExistsError(
+        f"{workdir} already holds a run's metrics.jsonl but no checkpoint to resume from; "
+        "choose a new --workdir."
+      )
+    return
+  changed = checkpoint.changed_keys(saved, config)
+  if changed:
+    raise ValueError(
+      f"{workdir} holds checkpoints of a run with a different config, which they do not "
+      f"fit: {checkpoint.describe_changes(saved, config, changed)}. Rerun with the "
+      "checkpointed values, or choose a new --workdir."
+    )
+
+
+def _header(config, trainer, num_chunks, steps_per_chunk, total_env_steps) -> str:
   reward = "the true reward"
   if trainer.reward_model is not None:
     reward = (
       f"a reward learned from {config.queries.total_labels} labels of a simulated "
       f"{config.teacher} teacher (segments of {trainer.segment_length} steps)"
     )
-  print(
+  return (
     f"rlhf_jax: {config.env.name} ({config.env.backend}) on {jax.devices()[0].platform}, "
     f"{total_env_steps:,} env steps in {num_chunks} chunks of {steps_per_chunk:,}; "
-    f"PPO optimizes {reward}",
-    file=stream,
-    flush=True,
+    f"PPO optimizes {reward}"
   )
 
-  start = time.perf_counter()
-  state = trainer.init(jax.random.PRNGKey(config.seed))
-  chunk = trainer.chunk.lower(state).compile()
-  compile_seconds = time.perf_counter() - start
-  print(f"initialized and compiled one chunk in {compile_seconds:.1f} s", file=stream, flush=True)
 
-  writer = metrics.MetricsWriter(workdir, total_env_steps, stream)
-  records = []
-  try:
-    for index in range(num_chunks):
-      chunk_start = time.perf_counter()
-      state, chunk_metrics = chunk(state)
-      record = loop.chunk_summary(chunk_metrics)  # waits for the chunk to finish
-      seconds = time.perf_counter() - chunk_start
-      record.update(
-        env_steps=trainer.initial_env_steps + (index + 1) * steps_per_chunk,
-        steps_per_second=steps_per_chunk / seconds,
-        elapsed_seconds=time.perf_counter() - start,
-        compile_seconds=compile_seconds,
-      )
-      writer.write(record)
-      records.append(record)
-  finally:
-    writer.close()
-    if records:
-      metrics.plot_returns(records, os.path.join(workdir, "return.png"), title=f"{config.env.name}")
-  return TrainResult(records, state, trainer)
+def _nonfinite_message(record, state, iteration, env_step, checkpoints) -> str:
+  """Names what went bad: the chunk's non-finite metrics and learned parts of the state."""
+  bad_metrics = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+  bad_parts = [name for name, bad in jax.device_get(loop.nonfinite_parts(state)).items() if bad]
+  last = max(checkpoints.steps(), default=None)
+  kept = f"checkpoint {last} in {checkpoints.directory} is kept" if last else "no checkpoint yet"
+  return (
+    f"NaN or Inf in {', '.join(bad_metrics + bad_parts)} at iteration {iteration} "
+    f"(env step {env_step:,}); stopping without saving: {kept}."
+  )
 
 
 def main(argv):
@@ -94,8 +211,11 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # keep the console for our progress lines
   try:
     train(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileExistsError) as error:
+  except (ValueError, FileExistsError, NonFiniteError) as error:
     sys.exit(f"error: {error}")
+  except Interrupted as interrupted:
+    print(interrupted, file=sys.stderr)
+    sys.exit(128 + interrupted.signum)
 
 
 def run():

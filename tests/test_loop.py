@@ -69,8 +69,7 @@ def test_workdir_outputs(tmp_path):
   assert json.loads((workdir / "config.json").read_text())["ppo"]["num_envs"] == 8
   assert (workdir / "return.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
-  with pytest.raises(FileExistsError, match="already holds a run"):
-    train.train(tiny_config(), str(workdir))
+  assert os.listdir(workdir / "checkpoints") == ["2"]  # after the last chunk
 
 
 def test_iterations_count_and_chunk_metrics_are_finite():

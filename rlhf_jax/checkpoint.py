@@ -1,0 +1,158 @@
+"""Checkpoints of the whole train state with orbax, and what a resume may change.
+
+Host side (not jittable). A run's checkpoints live in `<workdir>/checkpoints/<chunk>/`:
+
+  state/  the TrainState pytree, i.e. everything the run carries from one chunk to the
+          next: policy and value parameters and their optimizer state, the observation
+          normalizer, the env states, the PRNG key, the iteration counter and, for a
+          preference run, the segment cutter and buffer, the preference buffer, the reward
+          ensemble with its optimizer state, L2 weights, input and reward normalizers, and
+          the label counters. The label schedule is a function of the config.
+  meta/   JSON: the chunk, env steps and elapsed seconds at the save, the resolved
+          config, and a fingerprint of `state` that a restore checks.
+
+Saves are asynchronous: orbax copies the arrays off the device before `save` returns
+(so the next chunk may donate them) and writes the files in a background thread. A
+checkpoint that fails to restore or whose arrays do not match their fingerprint is moved
+to `<workdir>/corrupt_checkpoints/` and the one before it is used.
+"""
+
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+# Config keys (or prefixes ending in ".") that a resumed run may change; any other
+# difference from the checkpointed run's config is refused.
+HARMLESS = ("checkpoint.",)
+
+
+def config_dict(config) -> dict:
+  """The config as plain JSON values (tuples become lists), as stored in meta."""
+  return json.loads(config.to_json_best_effort())
+
+
+def changed_keys(saved: dict, config) -> list[str]:
+  """Dotted keys whose values differ between a saved config dict and `config`,
+  leaving out HARMLESS ones."""
+  old, new = _flatten(saved), _flatten(config_dict(config))
+  keys = sorted(set(old) | set(new))
+  return [
+    key
+    for key in keys
+    if old.get(key, "<absent>") != new.get(key, "<absent>")
+    and not any(key == h or (h.endswith(".") and key.startswith(h)) for h in HARMLESS)
+  ]
+
+
+def describe_changes(saved: dict, config, keys: list[str]) -> str:
+  old, new = _flatten(saved), _flatten(config_dict(config))
+  return ", ".join(
+    f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}" for key in keys
+  )
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def _words(leaf):
+  """A leaf's bits as uint32 words (one per element; narrower types widened)."""
+  if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+    leaf = jax.random.key_data(leaf)
+  if leaf.dtype.itemsize == 4:
+    return jax.lax.bitcast_convert_type(leaf, jnp.uint32)
+  return leaf.astype(jnp.int32).astype(jnp.uint32)
+
+
+@jax.jit
+def fingerprint(tree) -> jax.Array:
+  """A uint32 checksum of every bit of a pytree of arrays. Integer sums wrap exactly and
+  do not depend on the order of reduction, so sharded and unsharded copies agree."""
+  total = jnp.zeros((), jnp.uint32)
+  for index, leaf in enumerate(jax.tree.leaves(tree)):
+    words = _words(leaf).ravel()
+    position = jnp.arange(words.size, dtype=jnp.uint32) * jnp.uint32(2654435761)
+    total = total + jnp.sum(words * (position + jnp.uint32(2 * index + 1)), dtype=jnp.uint32)
+  return total
+
+
+class Checkpointer:
+  """Keeps the last `keep` checkpoints of a run under `<workdir>/checkpoints/`."""
+
+  def __init__(self, workdir: str, keep: int):
+    self.workdir = workdir
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, chunk: int, state, meta: dict) -> None:
+    """Starts saving `state` as chunk `chunk`; returns once the arrays are off the device."""
+    meta = dict(meta, chunk=chunk, fingerprint=int(fingerprint(state)))
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    self._manager.save(chunk, args=args, force=True)
+
+  def restore_latest(self, abstract_state, log) -> tuple | None:
+    """(state, meta) of the newest checkpoint that restores intact, or None if there is
+    none. `abstract_state` (e.g. from `jax.eval_shape`) gives the types and shardings.
+    Corrupt checkpoints are reported through `log` and moved aside."""
+    for step in sorted(self.steps(), reverse=True):
+      try:
+        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        meta = meta.meta
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        restored = self._manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        )
+        state = restored.state
+        if int(fingerprint(state)) != meta["fingerprint"]:
+          raise ValueError("its arrays do not match the fingerprint saved with them")
+      except Exception as error:  # noqa: BLE001 -- any failure means: use the one before
+        log(f"checkpoint {step} in {self.directory} is unreadable ({_short(error)}); skipping it")
+        self._move_aside(step)
+        continue
+      return state, meta
+    return None
+
+  def saved_config(self) -> dict | None:
+    """The config stored with the newest checkpoint whose meta reads back, if any."""
+    for step in sorted(self.steps(), reverse=True):
+      try:
+        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      except Exception:  # noqa: BLE001 -- restore_latest reports and moves it
+        continue
+      return meta.meta["config"]
+    return None
+
+  def _move_aside(self, step: int) -> None:
+    corrupt = os.path.join(self.workdir, "corrupt_checkpoints")
+    os.makedirs(corrupt, exist_ok=True)
+    destination = os.path.join(corrupt, str(step))
+    if os.path.exists(destination):
+      shutil.rmtree(destination)
+    shutil.move(os.path.join(self.directory, str(step)), destination)
+    self._manager.reload()
+
+  def wait(self) -> None:
+    """Blocks until every started save is on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def _short(error: Exception) -> str:
+  text = f"{type(error).__name__}: {error}"
+  return text if len(text) < 300 else text[:300] + "..."
