@@ -21,4 +21,7 @@ def get_config():
   # Only 20 iterations of 409,600 env steps: the reward model needs many steps in each.
   config.reward.train_steps = 64
   config.reward.normalize_inputs = True  # joint velocities would swamp the distance terms
+  # The reward is a distance (a norm of an obs component) plus a control cost: with
+  # (64, 64) members PPO reached -265 on seed 0 (700 labels), with (256, 256) -182.
+  config.reward.hidden_sizes = (256, 256)
   return config

@@ -39,6 +39,8 @@ def _config(**overrides):
     ({"ppo__entropy_cost": -0.1}, r"config.ppo.entropy_cost must be >= 0"),
     ({"ppo__value_hidden_sizes": (64, 0)}, r"value_hidden_sizes must be a non-empty list"),
     ({"reward__source": "oracle"}, r"config.reward.source='oracle' is unknown; choose"),
+    ({"checkpoint__every_chunks": 0}, r"config.checkpoint.every_chunks must be a positive"),
+    ({"checkpoint__keep": 0}, r"config.checkpoint.keep must be a positive integer, got 0"),
   ],
 )
 def test_bad_values_raise_clear_errors(overrides, message):
