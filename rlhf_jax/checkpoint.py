@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 
 # Config keys (or prefixes ending in ".") that a resumed run may change; any other
 # difference from the checkpointed run's config is refused.
-HARMLESS = ("checkpoint.",)
+HARMLESS = ("checkpoint.", "mesh")  # a state restores onto any mesh
 
 
 def config_dict(config) -> dict:
@@ -106,15 +106,14 @@ class Checkpointer:
 
   def restore_latest(self, abstract_state, log) -> tuple | None:
     """(state, meta) of the newest checkpoint that restores intact, or None if there is
-    none. `abstract_state` (e.g. from `jax.eval_shape`) gives the types and shardings.
+    none. `abstract_state` (ShapeDtypeStructs with shardings) gives types and placement.
     Corrupt checkpoints are reported through `log` and moved aside."""
     for step in sorted(self.steps(), reverse=True):
       try:
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         meta = meta.meta
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
         restored = self._manager.restore(
-          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         )
         state = restored.state
         if int(fingerprint(state)) != meta["fingerprint"]:

@@ -23,10 +23,17 @@ SEGMENT_SECONDS = 1.5
 def default_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Independent runs in one program (seeds seed, seed + 1, ...), vmapped: each is the
+  # run its seed gives alone; metrics are per seed plus their mean and std.
+  config.num_seeds = 1
   # Total environment steps of the run (rounded up to whole chunks).
   config.total_env_steps = 1_000_000
   # Training iterations scanned inside one compiled call; metrics are logged per chunk.
   config.iterations_per_chunk = 10
+
+  # The device mesh (rlhf_jax/sharding.py): ((axis, size), ...); -1 takes the remaining
+  # devices. Envs and rollouts are split over "data"; parameters are replicated.
+  config.mesh = (("data", -1),)
 
   config.env = ml_collections.ConfigDict()
   config.env.name = "inverted_pendulum"
@@ -157,14 +164,20 @@ def _get(config, dotted_key):
   return value
 
 
-def validate(config, device_count: int = 1) -> None:
-  """Checks a config before anything is built; raises ValueError saying what to change."""
-  from rlhf_jax import envs  # local import: envs imports brax, which is slow to load
+def validate(config, device_count: int | None = None) -> None:
+  """Checks a config before anything is built; raises ValueError saying what to change.
+  `device_count`: the size of the mesh's data axis (default: from config.mesh and the
+  devices JAX sees)."""
+  from rlhf_jax import envs, sharding  # local import: envs imports brax, which is slow to load
+
+  if device_count is None:
+    device_count = sharding.data_size(sharding.make_mesh(config))
 
   _require_positive(
     config,
     [
       "total_env_steps",
+      "num_seeds",
       "iterations_per_chunk",
       "env.episode_length",
       "env.action_repeat",
@@ -205,7 +218,7 @@ def validate(config, device_count: int = 1) -> None:
   if ppo.num_envs % device_count:
     raise ValueError(
       f"config.ppo.num_envs ({ppo.num_envs}) must be a multiple of the device count "
-      f"({device_count})."
+      f"({device_count}, the mesh's data axis): each device steps the same number of envs."
     )
   if config.reward.source not in REWARD_SOURCES:
     raise ValueError(

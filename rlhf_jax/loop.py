@@ -23,9 +23,10 @@ from typing import Any, NamedTuple
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import envs, ppo, queries, reward_model, rollout, segments, teachers
+from rlhf_jax import envs, ppo, queries, reward_model, rollout, segments, sharding, teachers
 from rlhf_jax.types import Transition
 
 
@@ -61,6 +62,8 @@ class Trainer(NamedTuple):
   initial_env_steps: int  # env steps taken by `init` (the random policy's labels)
   reward_model: Any  # reward_model.RewardModel, or None for the true reward
   segment_length: int
+  mesh: jax.sharding.Mesh
+  abstract_state: Any  # TrainState of jax.ShapeDtypeStructs with their shardings
 
 
 # How a chunk reduces each iteration metric: summed, the last value, or (default) the mean.
@@ -112,8 +115,10 @@ def correlation(x, y):
   return jnp.where(var_x * var_y > 0, covariance / jnp.sqrt(var_x * var_y + 1e-30), 0.0)
 
 
-def make_trainer(config) -> Trainer:
-  config_lib.validate(config)
+def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
+  """The trainer of `config` on `mesh` (default: `sharding.make_mesh(config)`)."""
+  mesh = sharding.make_mesh(config) if mesh is None else mesh
+  config_lib.validate(config, sharding.data_size(mesh))
   env = envs.make_env(
     config.env.name,
     config.env.backend,
@@ -327,20 +332,67 @@ def make_trainer(config) -> Trainer:
     summary["nonfinite_iteration"] = jnp.where(jnp.all(finite), -1, jnp.argmin(finite))
     return state, summary
 
+  # num_seeds > 1: independent runs side by side, every array with a leading seed axis.
+  seeded = config.num_seeds > 1
+  init_fn, chunk_fn = (jax.vmap(init), jax.vmap(chunk)) if seeded else (init, chunk)
+  abstract = jax.eval_shape(init_fn, seed_keys(config))
+  shardings = sharding.state_shardings(mesh, abstract, ppo_config.num_envs, seed_axis=seeded)
   return Trainer(
-    init=jax.jit(init),
+    init=jax.jit(init_fn, out_shardings=shardings),
     iteration=iteration,
-    chunk=jax.jit(chunk, donate_argnums=0),
+    chunk=jax.jit(
+      chunk_fn,
+      in_shardings=(shardings,),
+      out_shardings=(shardings, sharding.replicated(mesh)),
+      donate_argnums=0,
+    ),
     env=env,
     networks=networks,
     env_steps_per_iteration=steps_per_iteration,
     initial_env_steps=steps_per_iteration if learned else 0,
     reward_model=model if learned else None,
     segment_length=segment_length,
+    mesh=mesh,
+    abstract_state=jax.tree.map(
+      lambda leaf, where: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=where),
+      abstract,
+      shardings,
+    ),
   )
 
 
+def seed_keys(config) -> jax.Array:
+  """The key `init` takes: PRNGKey(seed), or with num_seeds > 1 one per seed
+  (seed, seed + 1, ...) stacked, so each run is the one that seed gives alone."""
+  if config.num_seeds == 1:
+    return jax.random.PRNGKey(config.seed)
+  return jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
+
+
 def chunk_summary(metrics: dict) -> dict:
+  """`chunk_summary_one` of each seed; with several seeds, their mean (None values left
+  out), `true_return_std` across seeds, and the per-seed records under `seeds`."""
+  metrics = jax.device_get(metrics)
+  if next(iter(metrics.values())).ndim == 0:
+    return chunk_summary_one(metrics)
+  count = len(next(iter(metrics.values())))
+  per_seed = [chunk_summary_one({k: v[i] for k, v in metrics.items()}) for i in range(count)]
+  summary = {}
+  for name in per_seed[0]:
+    values = [r[name] for r in per_seed if r[name] is not None]
+    summary[name] = float(np.mean(values)) if values else None
+  for name in (*LAST, "episodes"):
+    if name in summary:
+      summary[name] = sum(r[name] for r in per_seed)
+  bad = [r["nonfinite_iteration"] for r in per_seed if r["nonfinite_iteration"] >= 0]
+  summary["nonfinite_iteration"] = min(bad, default=-1)
+  returns = [r["true_return"] for r in per_seed if r["true_return"] is not None]
+  summary["true_return_std"] = float(np.std(returns)) if returns else None
+  summary["seeds"] = per_seed
+  return summary
+
+
+def chunk_summary_one(metrics: dict) -> dict:
   """Host side: turns a chunk's device metrics into plain floats with `true_return`.
 
   `true_return` (and `learned_return`, under the learned reward) is the mean return of the

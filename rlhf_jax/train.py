@@ -4,8 +4,10 @@
       --workdir=runs/hopper
 
 This is the host loop (NOT jittable): it compiles one chunk of iterations, runs the
-chunks, and between them writes metrics, TensorBoard events and progress. At the end it
-writes `return.png`. The workdir also gets the resolved config as `config.json`.
+chunks, and between them writes metrics, TensorBoard events, progress and checkpoints. At
+the end it writes `return.png`. The workdir also gets the resolved config as `config.json`.
+Rerunning with the same --workdir resumes from the newest checkpoint (README: Checkpoints
+and resume); SIGTERM or Ctrl-C saves and exits with 128 + the signal number.
 """
 
 import math
@@ -82,7 +84,7 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
   Raises Interrupted after saving when SIGTERM/SIGINT arrives, NonFiniteError when a loss
   or parameter goes NaN/Inf (without saving), ValueError for a bad or changed config.
   """
-  config_lib.validate(config, jax.device_count())
+  config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
   checkpoints = checkpoint.Checkpointer(workdir, config.checkpoint.keep)
   _check_resumable(config, workdir, checkpoints)
@@ -97,8 +99,8 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
   log = lambda text: print(text, file=stream, flush=True)
 
   start = time.perf_counter()
-  key = jax.random.PRNGKey(config.seed)
-  restored = checkpoints.restore_latest(jax.eval_shape(trainer.init, key), log)
+  key = loop.seed_keys(config)
+  restored = checkpoints.restore_latest(trainer.abstract_state, log)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if restored is None:
     state, first_chunk, elapsed_before, records = trainer.init(key), 0, 0.0, []
@@ -107,9 +109,12 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
     first_chunk, elapsed_before = meta["chunk"], meta["elapsed_seconds"]
     records = metrics.keep_records_until(metrics_path, meta["env_steps"])
     log(f"resuming from checkpoint {first_chunk} of {num_chunks} ({meta['env_steps']:,} env steps)")
-  chunk = trainer.chunk.lower(state).compile()
-  compile_seconds = time.perf_counter() - start
-  log(f"initialized and compiled one chunk in {compile_seconds:.1f} s")
+  if first_chunk < num_chunks:
+    chunk = trainer.chunk.lower(state).compile()
+    compile_seconds = time.perf_counter() - start
+    log(f"initialized and compiled one chunk in {compile_seconds:.1f} s")
+  else:
+    log(f"the run in {workdir} is complete; nothing left to train")
 
   def env_steps(chunks_done: int) -> int:
     return trainer.initial_env_steps + chunks_done * steps_per_chunk
@@ -140,7 +145,7 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
         if done % config.checkpoint.every_chunks == 0 or done == num_chunks or signals.received:
           meta = {"env_steps": env_steps(done), "elapsed_seconds": elapsed}
           checkpoints.save(done, state, dict(meta, config=checkpoint.config_dict(config)))
-        if signals.received:
+        if signals.received and done < num_chunks:
           checkpoints.wait()
           name = signal.Signals(signals.received).name
           raise Interrupted(

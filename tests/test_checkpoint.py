@@ -70,8 +70,7 @@ def test_checkpoint_holds_the_whole_state(tmp_path, straight):
   result = train.train(four_chunks(tiny_config), workdir)
   checkpoints = checkpoint.Checkpointer(workdir, 3)
   assert checkpoints.steps() == [2, 3, 4]  # keep=3
-  abstract = jax.eval_shape(result.trainer.init, jax.random.PRNGKey(0))
-  state, meta = checkpoints.restore_latest(abstract, print)
+  state, meta = checkpoints.restore_latest(result.trainer.abstract_state, print)
   assert_same_arrays(state, result.state)
   assert meta["chunk"] == 4 and meta["env_steps"] == result.records[-1]["env_steps"]
   assert meta["config"]["env"]["name"] == "inverted_pendulum"

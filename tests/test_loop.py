@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from rlhf_jax import config as config_lib
@@ -132,3 +133,26 @@ def test_inverted_pendulum_learns_from_100_labels(tmp_path):
   assert records[-1]["labels_used"] <= 100
   assert returns[0] < 100
   assert max(returns[-2:]) > 300, returns
+
+
+def test_num_seeds_runs_each_seed_as_it_runs_alone(tmp_path):
+  config = tiny_pref_config()
+  config.num_seeds = 4
+  together = train.train(config, str(tmp_path / "together"))
+  assert len(together.records[0]["seeds"]) == 4
+  returns = [s["true_return"] for s in together.records[-1]["seeds"]]
+  assert together.records[-1]["true_return"] == pytest.approx(np.mean(returns))
+  assert together.records[-1]["true_return_std"] == pytest.approx(np.std(returns))
+  for seed in range(4):
+    alone = train.train(tiny_pref_config(seed), str(tmp_path / f"alone{seed}"))
+    for row, row_alone in zip(together.records, alone.records, strict=True):
+      mine = row["seeds"][seed]
+      assert mine["labels_used"] == row_alone["labels_used"]
+      for name in ("true_return", "ppo_loss", "rm_train_loss", "rm_true_correlation"):
+        assert mine[name] == pytest.approx(row_alone[name], rel=1e-3, abs=1e-4), name
+    for mine, theirs in zip(
+      jax.tree.leaves(jax.tree.map(lambda x, s=seed: x[s], together.state.ppo.params)),
+      jax.tree.leaves(alone.state.ppo.params),
+      strict=True,
+    ):
+      np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-5)

@@ -1,0 +1,148 @@
+"""Throughput: Brax's PPO, our PPO, and the whole preference loop, in one process.
+
+  python experiments/benchmark.py --env=hopper
+  python experiments/benchmark.py --env=ant --sweep=64,128,256,512 --json
+
+On the same env, backend, num_envs, unroll length and batch (from `configs/<env>.py`):
+
+  (a) brax  `brax.training.agents.ppo.train` on the true reward
+  (b) ppo   our PPO on the true reward (`rlhf_jax.train.train`)
+  (c) pref  the full preference loop with the simulated oracle: rollout, segments,
+            queries, teacher, reward-ensemble update, learned reward, PPO; its settings
+            come from `configs/<env>_pref.py` when there is one, else from the base
+            config with `reward.source = "learned"`
+
+Each runs `--chunks` chunks (Brax: as many epochs of the same env steps). Printed per
+trainer: env steps/s, the median over chunks (epochs) so that compilation is left out;
+and startup seconds, the wall time minus the env steps at that rate (compilation,
+initialization, for (c) the initial labels). Then the ratios (b)/(a) and (c)/(a).
+`--sweep` repeats the three at other num_envs (batch_size scaled along) and shows how
+throughput grows. `--json` prints one JSON object instead of the tables.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from compare_brax_ppo import REPO, run_brax  # noqa: E402  (also shims jax for Brax)
+
+from rlhf_jax import config as config_lib  # noqa: E402
+from rlhf_jax import train  # noqa: E402
+
+
+def configs(env: str, chunks: int, num_envs: int | None):
+  """(true-reward config, preference config) with the same PPO sizes and budget."""
+  base_path = os.path.join(REPO, "configs", f"{env}.py")
+  if os.path.exists(base_path):
+    base = config_lib.load(base_path)
+  else:
+    base = config_lib.default_config()
+    base.env.name = env
+  pref_path = os.path.join(REPO, "configs", f"{env}_pref.py")
+  if os.path.exists(pref_path):
+    pref = config_lib.load(pref_path)
+  else:
+    pref = base.copy_and_resolve_references()
+    pref.reward.source = "learned"
+  for config in (base, pref):
+    if num_envs:  # the batch scales along: the same number of unrolls per iteration
+      config.ppo.batch_size = max(1, config.ppo.batch_size * num_envs // config.ppo.num_envs)
+      config.ppo.num_envs = num_envs
+    steps = config_lib.env_steps_per_iteration(config) * config.iterations_per_chunk
+    config.total_env_steps = chunks * steps
+    config.checkpoint.every_chunks = chunks + 1  # only the final save
+    config_lib.validate(config)
+  return base, pref
+
+
+def measure_ours(config) -> dict:
+  with tempfile.TemporaryDirectory() as workdir, open(os.devnull, "w") as quiet:
+    start = time.perf_counter()
+    result = train.train(config, workdir, stream=quiet)
+    wall = time.perf_counter() - start
+  rate = statistics.median(r["steps_per_second"] for r in result.records)
+  steps = result.records[-1]["env_steps"]
+  return {"steps_per_second": rate, "startup_seconds": wall - steps / rate, "env_steps": steps}
+
+
+def measure_brax(config) -> dict:
+  _, rates, wall = run_brax(config, config.seed)
+  rate = statistics.median(rates)
+  steps = config.total_env_steps
+  return {"steps_per_second": rate, "startup_seconds": wall - steps / rate, "env_steps": steps}
+
+
+def measure(env: str, chunks: int, num_envs: int | None, log) -> dict:
+  base, pref = configs(env, chunks, num_envs)
+  row = {
+    "env": env,
+    "backend": base.env.backend,
+    "num_envs": base.ppo.num_envs,
+    "unroll_length": base.ppo.unroll_length,
+    "batch_size": base.ppo.batch_size,
+    "num_minibatches": base.ppo.num_minibatches,
+  }
+  for name, run, config in (
+    ("brax", measure_brax, base),
+    ("ppo", measure_ours, base),
+    ("pref", measure_ours, pref),
+  ):
+    row[name] = run(config)
+    log(f"{env} num_envs={row['num_envs']} {name}: {json.dumps(row[name])}")
+  brax_rate = row["brax"]["steps_per_second"]
+  row["ratio_ppo_over_brax"] = row["ppo"]["steps_per_second"] / brax_rate
+  row["ratio_pref_over_brax"] = row["pref"]["steps_per_second"] / brax_rate
+  return row
+
+
+def format_rows(rows: list[dict]) -> str:
+  header = (
+    f"{'env':<10}{'backend':>10}{'envs':>6}{'brax sps':>11}{'ppo sps':>11}{'pref sps':>11}"
+    f"{'ppo/brax':>10}{'pref/brax':>10}{'startup s (brax/ppo/pref)':>28}"
+  )
+  lines = [header, "-" * len(header)]
+  for r in rows:
+    startup = "/".join(f"{r[k]['startup_seconds']:.1f}" for k in ("brax", "ppo", "pref"))
+    lines.append(
+      f"{r['env']:<10}{r['backend']:>10}{r['num_envs']:>6}"
+      f"{r['brax']['steps_per_second']:>11,.0f}{r['ppo']['steps_per_second']:>11,.0f}"
+      f"{r['pref']['steps_per_second']:>11,.0f}{r['ratio_ppo_over_brax']:>10.2f}"
+      f"{r['ratio_pref_over_brax']:>10.2f}{startup:>28}"
+    )
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--env", default="hopper", help="uses configs/<env>.py if present")
+  parser.add_argument("--chunks", type=int, default=4, help="chunks (Brax: epochs) per run")
+  parser.add_argument("--sweep", default="", help="other num_envs to measure, e.g. 64,128,512")
+  parser.add_argument("--json", action="store_true", help="print one JSON object")
+  args = parser.parse_args(argv)
+  log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+  device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x{jax.device_count()}"
+  log(f"devices: {device}")
+  main_row = measure(args.env, args.chunks, None, log)
+  sweep = [measure(args.env, args.chunks, int(n), log) for n in args.sweep.split(",") if n]
+  result = dict(main_row, device=device, sweep=sweep)
+  if args.json:
+    print(json.dumps(result))
+  else:
+    print(f"device: {device}")
+    print(format_rows([main_row]))
+    if sweep:
+      print("\nnum_envs sweep:")
+      print(format_rows(sorted(sweep + [main_row], key=lambda r: r["num_envs"])))
+  return result
+
+
+if __name__ == "__main__":
+  main()

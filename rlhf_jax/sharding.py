@@ -1,0 +1,86 @@
+"""The device mesh and where each part of the train state lives on it.
+
+One mesh axis, `data`, over all devices by default (`config.mesh = (("data", -1),)`).
+The train step is `jax.jit` with these `NamedSharding`s as in/out shardings and the state
+donated; XLA inserts the collectives (the gradient all-reduce, the all-gather of the
+segments cut from each device's envs) where the shardings require them.
+
+Placement, and why:
+- env states, the per-env segment cutter and running learned returns: split over `data`
+  along the env axis. The physics, the rollout and the reward of each step are the bulk
+  of the work and need nothing from other devices.
+- network parameters, optimizer states, normalizers, keys, counters: replicated. They are
+  small, and every device needs all of them for its envs and its share of the minibatch.
+- the segment and preference buffers: replicated. They are a few MB, queries are drawn
+  uniformly from the whole buffer, and the reward model trains on random minibatches of
+  labels: split buffers would turn each of those draws into a cross-device gather, where
+  replication costs one all-gather of the few hundred new segments per iteration.
+"""
+
+import math
+
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA = "data"
+
+
+def make_mesh(config, devices=None) -> jax.sharding.Mesh:
+  """The mesh of `config.mesh`: ((axis name, size), ...); one size may be -1 (the rest)."""
+  devices = jax.devices() if devices is None else devices
+  names = tuple(name for name, _ in config.mesh)
+  sizes = [size for _, size in config.mesh]
+  if DATA not in names:
+    raise ValueError(f"config.mesh={config.mesh!r} needs a {DATA!r} axis.")
+  known = math.prod(size for size in sizes if size != -1)
+  sizes = [len(devices) // known if size == -1 else size for size in sizes]
+  if math.prod(sizes) != len(devices):
+    raise ValueError(
+      f"config.mesh={config.mesh!r} asks for {math.prod(sizes)} devices; there are "
+      f"{len(devices)}. Use -1 for one axis to take the rest."
+    )
+  # Brax's reset/step fail under Explicit axes (a scatter's sharding type); Auto works.
+  auto = (jax.sharding.AxisType.Auto,) * len(names)
+  return jax.make_mesh(tuple(sizes), names, axis_types=auto, devices=devices)
+
+
+def data_size(mesh) -> int:
+  return mesh.shape[DATA]
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def state_shardings(mesh, abstract_state, num_envs: int, seed_axis: bool = False):
+  """NamedShardings for a TrainState (or its `jax.eval_shape`), placed as described above.
+  `seed_axis`: every array has a leading axis of independent seeds (kept whole)."""
+  whole = replicated(mesh)
+  lead = int(seed_axis)
+
+  def env_axis(axis):
+    axis += lead
+
+    def place(leaf):
+      if leaf.ndim > axis and leaf.shape[axis] == num_envs:
+        return NamedSharding(mesh, P(*([None] * axis), DATA))
+      return whole
+
+    return place
+
+  shardings = jax.tree.map(lambda _: whole, abstract_state)
+  shardings = shardings.replace(env_state=jax.tree.map(env_axis(0), abstract_state.env_state))
+  prefs = abstract_state.preferences
+  if prefs is not None:
+    cutter = prefs.cutter
+    cutter = cutter._replace(
+      tail=jax.tree.map(env_axis(1), cutter.tail),  # [K-1, N, ...]
+      steps_in_episode=env_axis(0)(cutter.steps_in_episode),
+    )
+    shardings = shardings.replace(
+      preferences=shardings.preferences.replace(
+        cutter=cutter, learned_return=env_axis(0)(prefs.learned_return)
+      )
+    )
+  return shardings

@@ -1,0 +1,79 @@
+"""Run by tests/test_sharding.py in a process that sees 8 CPU devices
+(XLA_FLAGS=--xla_force_host_platform_device_count=8); skipped anywhere else."""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from rlhf_jax import checkpoint, loop, sharding
+from tests.test_loop import tiny_pref_config
+
+pytestmark = pytest.mark.skipif(jax.device_count() != 8, reason="needs 8 devices")
+
+
+@pytest.fixture(scope="module")
+def trainers():
+  config = tiny_pref_config()
+  one = sharding.make_mesh(config, devices=jax.devices()[:1])
+  return loop.make_trainer(config, mesh=one), loop.make_trainer(config)
+
+
+def test_one_chunk_on_8_devices_matches_1_device(trainers):
+  results = []
+  for trainer in trainers:
+    state = trainer.init(jax.random.PRNGKey(0))
+    state, metrics = trainer.chunk(state)
+    results.append((jax.device_get(state), jax.device_get(metrics)))
+  (state_1, metrics_1), (state_8, metrics_8) = results
+  assert sharding.data_size(trainers[1].mesh) == 8
+  for name in metrics_1:
+    np.testing.assert_allclose(metrics_8[name], metrics_1[name], rtol=2e-3, atol=1e-4, err_msg=name)
+  learned = lambda s: (s.ppo.params, s.preferences.reward_model.params)  # noqa: E731
+  for a, b in zip(
+    jax.tree.leaves(learned(state_8)), jax.tree.leaves(learned(state_1)), strict=True
+  ):
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4)
+  assert int(state_8.preferences.labels_used) == int(state_1.preferences.labels_used)
+
+
+def test_state_carries_the_intended_shardings(trainers):
+  state = trainers[1].init(jax.random.PRNGKey(0))
+  assert state.env_state.obs.sharding.spec == P("data")
+  assert len(state.env_state.obs.sharding.device_set) == 8
+  assert state.preferences.cutter.tail.obs.sharding.spec == P(None, "data")
+  assert state.preferences.learned_return.sharding.spec == P("data")
+  for replicated in (
+    state.ppo.params.policy,
+    state.ppo.optimizer_state,
+    state.preferences.reward_model.params,
+    state.preferences.segments.segments.obs,
+    state.preferences.preferences,
+    state.key,
+  ):
+    for leaf in jax.tree.leaves(replicated):
+      assert leaf.sharding.is_fully_replicated
+  state, _ = trainers[1].chunk(state)
+  assert state.env_state.obs.sharding.spec == P("data")
+
+
+def test_no_host_transfer_inside_a_chunk_on_8_devices(trainers):
+  trainer = trainers[1]
+  state = trainer.init(jax.random.PRNGKey(0))
+  compiled = trainer.chunk.lower(state).compile()
+  with jax.transfer_guard("disallow"):
+    state, metrics = compiled(state)
+    jax.block_until_ready(metrics)
+
+
+def test_sharded_state_saves_and_restores(trainers, tmp_path):
+  trainer = trainers[1]
+  state = trainer.init(jax.random.PRNGKey(0))
+  checkpoints = checkpoint.Checkpointer(str(tmp_path), keep=1)
+  checkpoints.save(1, state, {"env_steps": 0, "elapsed_seconds": 0.0, "config": {}})
+  checkpoints.wait()
+  restored, _ = checkpoints.restore_latest(trainer.abstract_state, print)
+  assert restored.env_state.obs.sharding.spec == P("data")
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+    assert a.sharding == b.sharding
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -1,0 +1,46 @@
+"""Meshes: errors on one device here; the 8-device checks run in a subprocess."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from rlhf_jax import config as config_lib
+from rlhf_jax import sharding
+from tests.test_loop import REPO
+
+
+def test_mesh_takes_all_devices_by_default():
+  mesh = sharding.make_mesh(config_lib.default_config())
+  assert mesh.axis_names == ("data",) and sharding.data_size(mesh) == jax.device_count()
+
+
+@pytest.mark.parametrize(
+  "mesh, message",
+  [
+    ((("data", 3),), r"asks for 3 devices; there are 1"),
+    ((("model", -1),), r"needs a 'data' axis"),
+  ],
+)
+def test_bad_mesh_is_refused(mesh, message):
+  config = config_lib.default_config()
+  config.mesh = mesh
+  with pytest.raises(ValueError, match=message):
+    config_lib.validate(config)
+
+
+def test_on_eight_cpu_devices():
+  """tests/eight_devices.py: 8 devices against 1, shardings, no host transfer, checkpoints."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=REPO)
+  result = subprocess.run(
+    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/eight_devices.py"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
+  assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
+  assert "4 passed" in result.stdout, result.stdout[-2000:]
