@@ -39,6 +39,16 @@ class MetricsWriter:
     self._tensorboard.close()
 
 
+class NoWriter:
+  """MetricsWriter's stand-in on processes other than 0 of a multi-host run."""
+
+  def write(self, metrics: dict) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
 def _duration(seconds: float) -> str:
   seconds = int(round(seconds))
   hours, rest = divmod(seconds, 3600)

@@ -26,6 +26,17 @@ from jax.sharding import PartitionSpec as P
 DATA = "data"
 
 
+def initialize_multihost(coordinator_address=None, num_processes=None, process_id=None):
+  """`jax.distributed.initialize`, to be called before anything else touches JAX. With no
+  arguments JAX detects them on SLURM, Open MPI, Kubernetes and Cloud TPU. After it,
+  `jax.devices()` lists every process's devices and the mesh spans them all."""
+  # CPU devices of different processes talk through gloo (no effect on GPU/TPU).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+  )
+
+
 def make_mesh(config, devices=None) -> jax.sharding.Mesh:
   """The mesh of `config.mesh`: ((axis name, size), ...); one size may be -1 (the rest)."""
   devices = jax.devices() if devices is None else devices

@@ -22,11 +22,21 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rlhf_jax import checkpoint, loop, metrics
+from rlhf_jax import checkpoint, loop, metrics, sharding
 from rlhf_jax import config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, logs and plots.")
+_MULTIHOST = flags.DEFINE_bool(
+  "multihost", False, "One process per host: call jax.distributed.initialize() first."
+)
+_COORDINATOR = flags.DEFINE_string(
+  "coordinator_address", None, "With --multihost: host:port of process 0 (default: detected)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  "num_processes", None, "With --multihost (default: detected)."
+)
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --multihost (default: detected).")
 
 
 class TrainResult(NamedTuple):
@@ -85,11 +95,15 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
   or parameter goes NaN/Inf (without saving), ValueError for a bad or changed config.
   """
   config_lib.validate(config)
+  primary = jax.process_index() == 0  # with --multihost, only process 0 logs and writes
+  if not primary:
+    stream = open(os.devnull, "w")  # noqa: SIM115 -- lives as long as the process
   os.makedirs(workdir, exist_ok=True)
   checkpoints = checkpoint.Checkpointer(workdir, config.checkpoint.keep)
   _check_resumable(config, workdir, checkpoints)
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  if primary:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
   trainer = loop.make_trainer(config)
   num_chunks = config_lib.num_chunks(config)
@@ -107,7 +121,7 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
   else:
     state, meta = restored
     first_chunk, elapsed_before = meta["chunk"], meta["elapsed_seconds"]
-    records = metrics.keep_records_until(metrics_path, meta["env_steps"])
+    records = metrics.keep_records_until(metrics_path, meta["env_steps"]) if primary else []
     log(f"resuming from checkpoint {first_chunk} of {num_chunks} ({meta['env_steps']:,} env steps)")
   if first_chunk < num_chunks:
     chunk = trainer.chunk.lower(state).compile()
@@ -119,7 +133,9 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
   def env_steps(chunks_done: int) -> int:
     return trainer.initial_env_steps + chunks_done * steps_per_chunk
 
-  writer = metrics.MetricsWriter(workdir, total_env_steps, stream)
+  writer = (
+    metrics.MetricsWriter(workdir, total_env_steps, stream) if primary else metrics.NoWriter()
+  )
   try:
     with _StopSignals(stream) as signals:
       for index in range(first_chunk, num_chunks):
@@ -158,7 +174,7 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
     checkpoints.wait()
     checkpoints.close()
     writer.close()
-    if records:
+    if records and primary:
       metrics.plot_returns(records, os.path.join(workdir, "return.png"), title=f"{config.env.name}")
   return TrainResult(records, state, trainer)
 
@@ -213,6 +229,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError("--config and --workdir are required.")
+  if _MULTIHOST.value:
+    sharding.initialize_multihost(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   logging.set_verbosity(logging.WARNING)  # keep the console for our progress lines
   try:
     train(_CONFIG.value, _WORKDIR.value)
