@@ -7,7 +7,8 @@ On the same env, backend, num_envs, unroll length and batch (from `configs/<env>
 
   (a) brax  `brax.training.agents.ppo.train` on the true reward
   (b) ppo   our PPO on the true reward (`rlhf_jax.train.train`)
-  (c) pref  the full preference loop with the simulated oracle: rollout, segments,
+  (c) pref  the full preference loop with the simulated oracle (on all devices, and on
+            one device too when there are several): rollout, segments,
             queries, teacher, reward-ensemble update, learned reward, PPO; its settings
             come from `configs/<env>_pref.py` when there is one, else from the base
             config with `reward.source = "learned"`
@@ -75,7 +76,7 @@ def measure_ours(config) -> dict:
 
 def measure_brax(config) -> dict:
   _, rates, wall = run_brax(config, config.seed)
-  rate = statistics.median(rates)
+  rate = statistics.median(rates[1:] or rates)  # Brax's first epoch includes its compile
   steps = config.total_env_steps
   return {"steps_per_second": rate, "startup_seconds": wall - steps / rate, "env_steps": steps}
 
@@ -97,6 +98,14 @@ def measure(env: str, chunks: int, num_envs: int | None, log) -> dict:
   ):
     row[name] = run(config)
     log(f"{env} num_envs={row['num_envs']} {name}: {json.dumps(row[name])}")
+  if jax.device_count() > 1:  # (c) again on one device: what the mesh adds
+    one = pref.copy_and_resolve_references()
+    one.mesh = (("data", 1),)
+    row["pref_1_device"] = measure_ours(one)
+    log(f"{env} num_envs={row['num_envs']} pref_1_device: {json.dumps(row['pref_1_device'])}")
+    row["ratio_pref_devices_over_1"] = (
+      row["pref"]["steps_per_second"] / row["pref_1_device"]["steps_per_second"]
+    )
   brax_rate = row["brax"]["steps_per_second"]
   row["ratio_ppo_over_brax"] = row["ppo"]["steps_per_second"] / brax_rate
   row["ratio_pref_over_brax"] = row["pref"]["steps_per_second"] / brax_rate
@@ -123,7 +132,7 @@ def format_rows(rows: list[dict]) -> str:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--env", default="hopper", help="uses configs/<env>.py if present")
-  parser.add_argument("--chunks", type=int, default=4, help="chunks (Brax: epochs) per run")
+  parser.add_argument("--chunks", type=int, default=5, help="chunks (Brax: epochs) per run")
   parser.add_argument("--sweep", default="", help="other num_envs to measure, e.g. 64,128,512")
   parser.add_argument("--json", action="store_true", help="print one JSON object")
   args = parser.parse_args(argv)
@@ -138,6 +147,11 @@ def main(argv=None):
   else:
     print(f"device: {device}")
     print(format_rows([main_row]))
+    if "pref_1_device" in main_row:
+      print(
+        f"preference loop on {jax.device_count()} devices / on 1: "
+        f"{main_row['ratio_pref_devices_over_1']:.2f}"
+      )
     if sweep:
       print("\nnum_envs sweep:")
       print(format_rows(sorted(sweep + [main_row], key=lambda r: r["num_envs"])))

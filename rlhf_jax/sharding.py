@@ -38,7 +38,8 @@ def initialize_multihost(coordinator_address=None, num_processes=None, process_i
 
 
 def make_mesh(config, devices=None) -> jax.sharding.Mesh:
-  """The mesh of `config.mesh`: ((axis name, size), ...); one size may be -1 (the rest)."""
+  """The mesh of `config.mesh`: ((axis name, size), ...); one size may be -1 (the rest).
+  Without a -1 it may use fewer devices than there are: the first ones."""
   devices = jax.devices() if devices is None else devices
   names = tuple(name for name, _ in config.mesh)
   sizes = [size for _, size in config.mesh]
@@ -46,11 +47,12 @@ def make_mesh(config, devices=None) -> jax.sharding.Mesh:
     raise ValueError(f"config.mesh={config.mesh!r} needs a {DATA!r} axis.")
   known = math.prod(size for size in sizes if size != -1)
   sizes = [len(devices) // known if size == -1 else size for size in sizes]
-  if math.prod(sizes) != len(devices):
+  if not 0 < math.prod(sizes) <= len(devices):
     raise ValueError(
       f"config.mesh={config.mesh!r} asks for {math.prod(sizes)} devices; there are "
       f"{len(devices)}. Use -1 for one axis to take the rest."
     )
+  devices = devices[: math.prod(sizes)]
   # Brax's reset/step fail under Explicit axes (a scatter's sharding type); Auto works.
   auto = (jax.sharding.AxisType.Auto,) * len(names)
   return jax.make_mesh(tuple(sizes), names, axis_types=auto, devices=devices)

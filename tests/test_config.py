@@ -1,5 +1,7 @@
 """Bad config values fail fast, before anything is built, with a message saying what to change."""
 
+import os
+
 import pytest
 
 from rlhf_jax import config as config_lib
@@ -102,3 +104,11 @@ def test_errors_come_before_compilation(monkeypatch):
   monkeypatch.setattr(envs, "make_env", fail)
   with pytest.raises(ValueError, match="num_envs"):
     loop.make_trainer(_config(**{"ppo__num_envs": 0}))
+
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(CONFIGS) if f.endswith(".py")))
+def test_every_config_file_is_valid(name):
+  config_lib.validate(config_lib.load(os.path.join(CONFIGS, name)))
