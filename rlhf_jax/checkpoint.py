@@ -27,7 +27,8 @@ import orbax.checkpoint as ocp
 
 # Config keys (or prefixes ending in ".") that a resumed run may change; any other
 # difference from the checkpointed run's config is refused.
-HARMLESS = ("checkpoint.", "mesh")  # a state restores onto any mesh
+# A state restores onto any mesh (then equal to float tolerance, not bitwise).
+HARMLESS = ("checkpoint.", "mesh")
 
 
 def config_dict(config) -> dict:
@@ -65,13 +66,22 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
+def barrier(name: str) -> None:
+  """Waits for every process of a multi-host run (a no-op with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
 def _words(leaf):
-  """A leaf's bits as uint32 words (one per element; narrower types widened)."""
+  """A leaf's bits as uint32 words (wider types split, narrower ones zero-extended)."""
   if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
     leaf = jax.random.key_data(leaf)
-  if leaf.dtype.itemsize == 4:
-    return jax.lax.bitcast_convert_type(leaf, jnp.uint32)
-  return leaf.astype(jnp.int32).astype(jnp.uint32)
+  if leaf.dtype == jnp.bool_:
+    return leaf.astype(jnp.uint32)
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[leaf.dtype.itemsize]
+  return jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32)
 
 
 @jax.jit
@@ -81,7 +91,8 @@ def fingerprint(tree) -> jax.Array:
   total = jnp.zeros((), jnp.uint32)
   for index, leaf in enumerate(jax.tree.leaves(tree)):
     words = _words(leaf).ravel()
-    position = jnp.arange(words.size, dtype=jnp.uint32) * jnp.uint32(2654435761)
+    # Odd multipliers (even + odd): a flip of any one bit changes the sum.
+    position = jnp.arange(words.size, dtype=jnp.uint32) * jnp.uint32(2 * 2654435761 % 2**32)
     total = total + jnp.sum(words * (position + jnp.uint32(2 * index + 1)), dtype=jnp.uint32)
   return total
 
@@ -107,7 +118,10 @@ class Checkpointer:
   def restore_latest(self, abstract_state, log) -> tuple | None:
     """(state, meta) of the newest checkpoint that restores intact, or None if there is
     none. `abstract_state` (ShapeDtypeStructs with shardings) gives types and placement.
-    Corrupt checkpoints are reported through `log` and moved aside."""
+    Newer checkpoints that fail are reported through `log` and, once an older one has
+    restored, moved aside. If every checkpoint fails (a changed state layout, say) the
+    run is not restarted: RuntimeError with each one's reason."""
+    failed = []
     for step in sorted(self.steps(), reverse=True):
       try:
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
@@ -118,11 +132,19 @@ class Checkpointer:
         state = restored.state
         if int(fingerprint(state)) != meta["fingerprint"]:
           raise ValueError("its arrays do not match the fingerprint saved with them")
-      except Exception as error:  # noqa: BLE001 -- any failure means: use the one before
+      except Exception as error:  # noqa: BLE001 -- any failure means: try the one before
         log(f"checkpoint {step} in {self.directory} is unreadable ({_short(error)}); skipping it")
-        self._move_aside(step)
+        failed.append((step, _short(error)))
         continue
+      for bad, _ in failed:
+        self._move_aside(bad)
       return state, meta
+    if failed:
+      reasons = "; ".join(f"{step}: {reason}" for step, reason in failed)
+      raise RuntimeError(
+        f"no checkpoint in {self.directory} restores ({reasons}). Move them away to start "
+        "over, or use a new --workdir."
+      )
     return None
 
   def saved_config(self) -> dict | None:
@@ -136,12 +158,16 @@ class Checkpointer:
     return None
 
   def _move_aside(self, step: int) -> None:
-    corrupt = os.path.join(self.workdir, "corrupt_checkpoints")
-    os.makedirs(corrupt, exist_ok=True)
-    destination = os.path.join(corrupt, str(step))
-    if os.path.exists(destination):
-      shutil.rmtree(destination)
-    shutil.move(os.path.join(self.directory, str(step)), destination)
+    """Moves a damaged checkpoint to <workdir>/corrupt_checkpoints/ (process 0 moves;
+    every process restores the same files, so all of them skip the same ones)."""
+    if jax.process_index() == 0:
+      corrupt = os.path.join(self.workdir, "corrupt_checkpoints")
+      os.makedirs(corrupt, exist_ok=True)
+      destination = os.path.join(corrupt, str(step))
+      if os.path.exists(destination):
+        shutil.rmtree(destination)
+      shutil.move(os.path.join(self.directory, str(step)), destination)
+    barrier(f"moved checkpoint {step} aside")
     self._manager.reload()
 
   def wait(self) -> None:

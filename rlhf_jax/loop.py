@@ -381,9 +381,10 @@ def chunk_summary(metrics: dict) -> dict:
   for name in per_seed[0]:
     values = [r[name] for r in per_seed if r[name] is not None]
     summary[name] = float(np.mean(values)) if values else None
-  for name in (*LAST, "episodes"):
+  summary["episodes"] = sum(r["episodes"] for r in per_seed)
+  for name in LAST:  # counters: the mean over seeds, as a whole number
     if name in summary:
-      summary[name] = sum(r[name] for r in per_seed)
+      summary[name] = round(summary[name])
   bad = [r["nonfinite_iteration"] for r in per_seed if r["nonfinite_iteration"] >= 0]
   summary["nonfinite_iteration"] = min(bad, default=-1)
   returns = [r["true_return"] for r in per_seed if r["true_return"] is not None]

@@ -15,11 +15,14 @@ from tensorboardX import SummaryWriter
 class MetricsWriter:
   """Appends each chunk's metrics to metrics.jsonl and TensorBoard, and prints progress."""
 
-  def __init__(self, workdir: str, total_env_steps: int, stream=sys.stdout):
+  def __init__(self, workdir: str, total_env_steps: int, stream=sys.stdout, resumed_at=None):
+    """`resumed_at`: the env steps of the checkpoint a resumed run starts from; TensorBoard
+    events logged after it (by the run before the stop) are dropped."""
     os.makedirs(workdir, exist_ok=True)
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
-    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    purge = None if resumed_at is None else resumed_at + 1
+    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
     self._total_env_steps = total_env_steps
     self._stream = stream
 
@@ -74,8 +77,15 @@ def progress_line(metrics: dict, total_env_steps: int) -> str:
 
 
 def read_jsonl(path: str) -> list[dict]:
+  """The rows of a .jsonl file; a last line cut short (the writer was killed) is dropped."""
   with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  rows = [json.loads(line) for line in lines[:-1]]
+  try:
+    rows += [json.loads(line) for line in lines[-1:]]
+  except json.JSONDecodeError:
+    pass
+  return rows
 
 
 def keep_records_until(path: str, env_steps: int) -> list[dict]:
@@ -84,8 +94,9 @@ def keep_records_until(path: str, env_steps: int) -> list[dict]:
   if not os.path.exists(path):
     return []
   records = [r for r in read_jsonl(path) if r["env_steps"] <= env_steps]
-  with open(path, "w", encoding="utf-8") as f:
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.writelines(json.dumps(r) + "\n" for r in records)
+  os.replace(path + ".tmp", path)  # atomic: a stop now leaves the old file or the new one
   return records
 
 

@@ -19,6 +19,7 @@ import time
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -82,6 +83,16 @@ class _StopSignals:
       flush=True,
     )
 
+  def shared(self) -> int | None:
+    """The signal any process received (all processes of a multi-host run must stop at
+    the same chunk, since saving takes all of them)."""
+    if jax.process_count() == 1:
+      return self.received
+    from jax.experimental import multihost_utils
+
+    received = multihost_utils.process_allgather(np.int32(self.received or 0))
+    return int(np.max(received)) or None
+
   def __exit__(self, *exc_info):
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
@@ -101,6 +112,7 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
   os.makedirs(workdir, exist_ok=True)
   checkpoints = checkpoint.Checkpointer(workdir, config.checkpoint.keep)
   _check_resumable(config, workdir, checkpoints)
+  checkpoint.barrier("checked the workdir")  # before process 0 writes into it
   if primary:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -133,9 +145,10 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
   def env_steps(chunks_done: int) -> int:
     return trainer.initial_env_steps + chunks_done * steps_per_chunk
 
-  writer = (
-    metrics.MetricsWriter(workdir, total_env_steps, stream) if primary else metrics.NoWriter()
-  )
+  writer = metrics.NoWriter()
+  if primary:
+    resumed_at = env_steps(first_chunk) if restored else None
+    writer = metrics.MetricsWriter(workdir, total_env_steps, stream, resumed_at=resumed_at)
   try:
     with _StopSignals(stream) as signals:
       for index in range(first_chunk, num_chunks):
@@ -158,25 +171,36 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
         writer.write(record)
         records.append(record)
         done = index + 1
-        if done % config.checkpoint.every_chunks == 0 or done == num_chunks or signals.received:
+        stop = signals.shared()  # read once: the same answer for the save and the exit
+        if done % config.checkpoint.every_chunks == 0 or done == num_chunks or stop:
           meta = {"env_steps": env_steps(done), "elapsed_seconds": elapsed}
           checkpoints.save(done, state, dict(meta, config=checkpoint.config_dict(config)))
-        if signals.received and done < num_chunks:
+        if stop and done < num_chunks:  # in the last chunk, a signal lets the run finish
           checkpoints.wait()
-          name = signal.Signals(signals.received).name
+          name = signal.Signals(stop).name
           raise Interrupted(
-            signals.received,
+            stop,
             f"stopped by {name} after chunk {done} of {num_chunks} ({env_steps(done):,} env "
             f"steps); checkpoint saved in {checkpoints.directory}. Rerun the same command "
             "to resume.",
           )
   finally:
-    checkpoints.wait()
-    checkpoints.close()
-    writer.close()
+    # Each step runs even if one before it fails; the first failure is reported, and an
+    # exception already on its way out (Interrupted, NonFiniteError) is not replaced.
+    cleanup = [checkpoints.wait, checkpoints.close, writer.close]
     if records and primary:
-      metrics.plot_returns(records, os.path.join(workdir, "return.png"), title=f"{config.env.name}")
+      plot = os.path.join(workdir, "return.png")
+      cleanup.append(lambda: metrics.plot_returns(records, plot, title=config.env.name))
+    _run_all(cleanup, log)
   return TrainResult(records, state, trainer)
+
+
+def _run_all(steps, log) -> None:
+  for step in steps:
+    try:
+      step()
+    except Exception as error:  # noqa: BLE001 -- logged; the run's own outcome stands
+      log(f"warning: {getattr(step, '__name__', 'cleanup')} failed: {error!r}")
 
 
 def _check_resumable(config, workdir: str, checkpoints: checkpoint.Checkpointer) -> None:

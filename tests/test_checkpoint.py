@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -52,13 +53,15 @@ def straight(tmp_path_factory):
 
 def test_sigterm_saves_and_resume_is_bitwise_identical(tmp_path, monkeypatch, straight):
   workdir = str(tmp_path / "run")
+  config = four_chunks()
+  config.checkpoint.every_chunks = 10  # only the signal makes it save
   interrupt_after(monkeypatch, 2)
   with pytest.raises(train.Interrupted, match="stopped by SIGTERM after chunk 2 of 4"):
-    train.train(four_chunks(), workdir)
-  assert checkpoint.Checkpointer(workdir, 3).steps() == [1, 2]
+    train.train(config, workdir)
+  assert checkpoint.Checkpointer(workdir, 3).steps() == [2]
   monkeypatch.undo()
 
-  resumed = train.train(four_chunks(), workdir)
+  resumed = train.train(config, workdir)
   assert _deterministic(resumed.records) == _deterministic(straight.records)
   assert_same_arrays(resumed.state, straight.state)
   rows = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
@@ -140,6 +143,35 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch
   assert os.path.isdir(os.path.join(workdir, "corrupt_checkpoints", "2"))
   assert _deterministic(resumed.records) == _deterministic(straight.records)
   assert_same_arrays(resumed.state, straight.state)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.float16, np.uint8, np.bool_])
+def test_fingerprint_sees_every_bit(dtype):
+  rng = np.random.default_rng(0)
+  values = rng.integers(0, 255, size=(3, 5)).astype(dtype)
+  tree = {"a": jnp.zeros(4), "b": jnp.asarray(values)}
+  reference = int(checkpoint.fingerprint(tree))
+  raw = values.view(np.uint8) if dtype != np.bool_ else values.astype(np.uint8)
+  for index in range(raw.size):
+    for bit in range(1 if dtype == np.bool_ else 8):
+      flipped = raw.copy().reshape(-1)
+      flipped[index] ^= 1 << bit
+      changed = flipped.reshape(raw.shape)
+      changed = changed.view(dtype) if dtype != np.bool_ else changed.astype(np.bool_)
+      assert int(checkpoint.fingerprint({"a": tree["a"], "b": jnp.asarray(changed)})) != reference
+  swapped = {"a": tree["b"], "b": tree["a"]}
+  assert int(checkpoint.fingerprint(swapped)) != reference
+
+
+def test_unrestorable_checkpoints_stop_the_run_instead_of_restarting(tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train(four_chunks(tiny_config), workdir)
+  other_layout = loop.make_trainer(four_chunks()).abstract_state  # the preference state
+  checkpoints = checkpoint.Checkpointer(workdir, 3)
+  with pytest.raises(RuntimeError, match=r"no checkpoint in .* restores \(4: "):
+    checkpoints.restore_latest(other_layout, lambda text: None)
+  assert checkpoints.steps() == [2, 3, 4]  # nothing moved aside
+  assert not os.path.exists(os.path.join(workdir, "corrupt_checkpoints"))
 
 
 class _Lines:
