@@ -77,3 +77,17 @@ def test_sharded_state_saves_and_restores(trainers, tmp_path):
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
     assert a.sharding == b.sharding
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_seeds_and_mesh_together():
+  """num_seeds=2 on 8 devices: a leading seed axis, envs still split over the mesh."""
+  config = tiny_pref_config()
+  config.num_seeds = 2
+  trainer = loop.make_trainer(config)
+  state = trainer.init(loop.seed_keys(config))
+  assert state.env_state.obs.shape[:2] == (2, 8)
+  assert state.env_state.obs.sharding.spec == P(None, "data")
+  assert state.preferences.cutter.tail.obs.sharding.spec == P(None, None, "data")
+  state, metrics = trainer.chunk(state)
+  assert metrics["ppo_loss"].shape == (2,)
+  assert np.all(np.isfinite(np.asarray(metrics["ppo_loss"])))

@@ -43,4 +43,4 @@ def test_on_eight_cpu_devices():
     timeout=900,
   )
   assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
-  assert "4 passed" in result.stdout, result.stdout[-2000:]
+  assert "5 passed" in result.stdout, result.stdout[-2000:]
