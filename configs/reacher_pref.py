@@ -22,6 +22,7 @@ def get_config():
   config.reward.train_steps = 64
   config.reward.normalize_inputs = True  # joint velocities would swamp the distance terms
   # The reward is a distance (a norm of an obs component) plus a control cost: with
-  # (64, 64) members PPO reached -265 on seed 0 (700 labels), with (256, 256) -182.
+  # (64, 64) members 700 labels reached 0.83 of true-reward PPO's return (3 seeds), with
+  # (256, 256) 0.88 (README: How many labels?).
   config.reward.hidden_sizes = (256, 256)
   return config
