@@ -154,7 +154,8 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
       for index in range(first_chunk, num_chunks):
         chunk_start = time.perf_counter()
         state, chunk_metrics = chunk(state)
-        record = loop.chunk_summary(chunk_metrics)  # waits for the chunk to finish
+        _wait_for(chunk_metrics)
+        record = loop.chunk_summary(chunk_metrics)
         seconds = time.perf_counter() - chunk_start
         bad_iteration = record.pop("nonfinite_iteration")
         if bad_iteration >= 0:
@@ -193,6 +194,14 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
       cleanup.append(lambda: metrics.plot_returns(records, plot, title=config.env.name))
     _run_all(cleanup, log)
   return TrainResult(records, state, trainer)
+
+
+def _wait_for(tree) -> None:
+  """Waits for a chunk in short sleeps, not in one blocking call, so that a signal's
+  handler runs at once (and a second Ctrl-C can end the process mid-chunk)."""
+  leaves = jax.tree.leaves(tree)
+  while not all(leaf.is_ready() for leaf in leaves):
+    time.sleep(0.01)
 
 
 def _run_all(steps, log) -> None:

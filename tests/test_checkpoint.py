@@ -269,7 +269,7 @@ def test_cli_survives_sigterm_and_sigkill(tmp_path):
   """SIGTERM: a checkpoint and exit code 143. SIGKILL: the rerun resumes from the last
   checkpoint. The finished run's metrics equal an uninterrupted run's."""
   config_path = tmp_path / "long.py"
-  config = four_chunks()
+  config = four_chunks(tiny_config)  # the preference state's resume: the tests above
   config.total_env_steps *= 10  # 40 chunks
   config_path.write_text(CONFIG_FILE.format(text=config.to_json_best_effort()))
   workdir = tmp_path / "run"
@@ -305,3 +305,25 @@ def checkpoint_config(path):
   from rlhf_jax import config as config_lib
 
   return config_lib.load(str(path))
+
+
+def test_second_sigint_exits_at_once(tmp_path):
+  """The first Ctrl-C is acknowledged mid-chunk; the second ends the process before the
+  chunk finishes (no checkpoint, killed by SIGINT)."""
+  config = tiny_config()
+  config.iterations_per_chunk = 2000  # chunks of a few seconds
+  config.total_env_steps = 3 * 2000 * 80
+  config_path = tmp_path / "slow_chunks.py"
+  config_path.write_text(CONFIG_FILE.format(text=config.to_json_best_effort()))
+  process = _start(config_path, tmp_path / "run")
+  _wait_for_progress(process, 1)
+  process.send_signal(signal.SIGINT)
+  seen = []
+  while not any("SIGINT: finishing this chunk" in line for line in seen):
+    line = process.stdout.readline()
+    assert line and "env steps" not in line, "the chunk ended first:\n" + "".join(seen)
+    seen.append(line)
+  process.send_signal(signal.SIGINT)
+  process.communicate(timeout=60)
+  assert process.returncode == -signal.SIGINT
+  assert checkpoint.Checkpointer(str(tmp_path / "run"), 3).steps() == []
