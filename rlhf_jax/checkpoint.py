@@ -13,8 +13,9 @@ Host side (not jittable). A run's checkpoints live in `<workdir>/checkpoints/<ch
 
 Saves are asynchronous: orbax copies the arrays off the device before `save` returns
 (so the next chunk may donate them) and writes the files in a background thread. A
-checkpoint that fails to restore or whose arrays do not match their fingerprint is moved
-to `<workdir>/corrupt_checkpoints/` and the one before it is used.
+checkpoint that fails to restore or whose arrays do not match their fingerprint is skipped
+for the one before it, and moved to `<workdir>/corrupt_checkpoints/` once that one
+restores; if none restores, the run stops rather than start over.
 """
 
 import json
@@ -36,24 +37,18 @@ def config_dict(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def changed_keys(saved: dict, config) -> list[str]:
-  """Dotted keys whose values differ between a saved config dict and `config`,
-  leaving out HARMLESS ones."""
+def config_changes(saved: dict, config) -> list[str]:
+  """`"key: old -> new"` for each dotted key whose value differs between a saved config
+  dict and `config`, leaving out HARMLESS ones."""
   old, new = _flatten(saved), _flatten(config_dict(config))
-  keys = sorted(set(old) | set(new))
-  return [
-    key
-    for key in keys
-    if old.get(key, "<absent>") != new.get(key, "<absent>")
-    and not any(key == h or (h.endswith(".") and key.startswith(h)) for h in HARMLESS)
-  ]
-
-
-def describe_changes(saved: dict, config, keys: list[str]) -> str:
-  old, new = _flatten(saved), _flatten(config_dict(config))
-  return ", ".join(
-    f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}" for key in keys
-  )
+  changes = []
+  for key in sorted(set(old) | set(new)):
+    if any(key == h or (h.endswith(".") and key.startswith(h)) for h in HARMLESS):
+      continue
+    before, after = old.get(key, "<absent>"), new.get(key, "<absent>")
+    if before != after:
+      changes.append(f"{key}: {before!r} -> {after!r}")
+  return changes
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

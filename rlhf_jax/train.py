@@ -222,12 +222,12 @@ def _check_resumable(config, workdir: str, checkpoints: checkpoint.Checkpointer)
         "choose a new --workdir."
       )
     return
-  changed = checkpoint.changed_keys(saved, config)
-  if changed:
+  changes = checkpoint.config_changes(saved, config)
+  if changes:
     raise ValueError(
       f"{workdir} holds checkpoints of a run with a different config, which they do not "
-      f"fit: {checkpoint.describe_changes(saved, config, changed)}. Rerun with the "
-      "checkpointed values, or choose a new --workdir."
+      f"fit: {', '.join(changes)}. Rerun with the checkpointed values, or choose a new "
+      "--workdir."
     )
 
 
