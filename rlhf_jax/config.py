@@ -15,7 +15,7 @@ import os
 import ml_collections
 
 REWARD_SOURCES = ("true", "learned")
-TEACHERS = ("oracle", "stochastic", "myopic", "skip", "equal", "mistake")
+TEACHERS = ("oracle", "stochastic", "myopic", "skip", "equal", "mistake", "human")
 # Default segment duration in simulated seconds (Christiano et al. 2017 use 1-2 s).
 SEGMENT_SECONDS = 1.5
 
@@ -112,6 +112,13 @@ def default_config() -> ml_collections.ConfigDict:
   config.teacher_params.eps_skip = 0.0
   config.teacher_params.eps_equal = 0.0
   config.teacher_params.eps_mistake = 0.0
+
+  # teacher = "human": the queries go to the labeling app's queue (python -m
+  # rlhf_jax.label --workdir=<the same workdir>) and its labels come back between chunks.
+  config.human = ml_collections.ConfigDict()
+  config.human.wait = False  # True: wait for each batch; False: train on what has arrived
+  config.human.grace_seconds = 10.0  # a label this fresh may still be undone: not used yet
+  config.human.poll_seconds = 1.0  # how often a waiting run looks for new labels
   return config
 
 
@@ -121,6 +128,19 @@ def load(path: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+def load_json(path: str) -> ml_collections.ConfigDict:
+  """A config written as JSON (a run's `config.json`), lists turned back into tuples."""
+  import json  # noqa: PLC0415
+
+  def tuples(value):
+    if isinstance(value, dict):
+      return {key: tuples(item) for key, item in value.items()}
+    return tuple(tuples(item) for item in value) if isinstance(value, list) else value
+
+  with open(path, encoding="utf-8") as file:
+    return ml_collections.ConfigDict(tuples(json.load(file)))
 
 
 def env_steps_per_iteration(config) -> int:
@@ -307,3 +327,9 @@ def _validate_preferences(config) -> None:
   for key in ("eps_skip", "eps_equal", "eps_mistake"):
     if not 0 <= params[key] <= 1:
       raise ValueError(f"config.teacher_params.{key} must be in [0, 1], got {params[key]}.")
+  if config.teacher == "human":
+    if config.num_seeds != 1:
+      raise ValueError("config.teacher='human' labels one run: set config.num_seeds=1.")
+    for key in ("human.grace_seconds", "human.poll_seconds"):
+      if not _get(config, key) >= 0:
+        raise ValueError(f"config.{key} must be >= 0, got {_get(config, key)!r}.")

@@ -64,6 +64,15 @@ class Trainer(NamedTuple):
   segment_length: int
   mesh: jax.sharding.Mesh
   abstract_state: Any  # TrainState of jax.ShapeDtypeStructs with their shardings
+  # Labels fed from the host (a person, or a saved dataset); None for the true reward.
+  # propose(state, key, num_pairs, method) -> (first, second): pairs to ask about
+  # ingest(state, key, first, second, labels, answered, keep) -> state: adds labelled pairs
+  # fit(state, key, num_steps) -> (state, metrics): that many reward-model steps
+  propose: Callable | None
+  ingest: Callable | None
+  fit: Callable | None
+  num_initial_labels: int  # asked about the random policy's segments, before PPO
+  label_schedule: np.ndarray  # int [num_iterations]: labels asked in each iteration
 
 
 # How a chunk reduces each iteration metric: summed, the last value, or (default) the mean.
@@ -134,7 +143,8 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   learned = config.reward.source == "learned"
   segment_length = config_lib.segment_length(config, envs.control_dt(env, config.env.action_repeat))
   model = reward_model.make_reward_model(config, env.observation_size, env.action_size)
-  teacher = teachers.from_config(config)
+  human = config.teacher == "human"  # labels come from the host, between chunks
+  teacher = None if human else teachers.from_config(config)
   queries_config = config.queries
   num_initial = queries.initial_labels(queries_config.total_labels, queries_config.initial_fraction)
   schedule = queries.label_schedule(
@@ -145,7 +155,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
     steps_per_iteration,
     config_lib.num_iterations(config),
   )
-  max_queries = int(schedule.max()) if learned else 0
+  max_queries = int(schedule.max()) if learned and not human else 0
 
   def run_rollout(state: TrainState, key):
     """One iteration's rollout: transitions [U, T, N] (U unrolls of T steps of N envs)."""
@@ -163,9 +173,9 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   def as_ppo_batch(x):  # [U, T, N, ...] -> [T, U * N, ...]: sequences of T steps
     return jnp.swapaxes(x, 0, 1).reshape((x.shape[1], -1) + x.shape[3:])
 
-  def ask(prefs: PreferenceState, key, transitions, num_pairs: int, num_asked, method: str):
-    """Picks `num_pairs` pairs, has the teacher label the first `num_asked`, stores them."""
-    key_pool, key_select, key_teacher, key_store = jax.random.split(key, 4)
+  def choose_pairs(prefs: PreferenceState, key, num_pairs: int, method: str):
+    """`num_pairs` pairs of stored segments to ask about, picked by `method`."""
+    key_pool, key_select = jax.random.split(key)
     pool = num_pairs if method == "uniform" else queries_config.oversampling * num_pairs
     first, second = segments.sample_pairs(prefs.segments, key_pool, pool)
     if method != "uniform":  # the pool is already in random order
@@ -173,6 +183,12 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
       returns = lambda pair: model.segment_returns(rm_state.params, rm_state.inputs, pair)
       chosen = queries.select(method, key_select, returns(first), returns(second), num_pairs)
       first, second = jax.tree.map(lambda x: x[chosen], (first, second))
+    return first, second
+
+  def ask(prefs: PreferenceState, key, transitions, num_pairs: int, num_asked, method: str):
+    """Picks `num_pairs` pairs, has the teacher label the first `num_asked`, stores them."""
+    key_choose, key_teacher, key_store = jax.random.split(key, 3)
+    first, second = choose_pairs(prefs, key_choose, num_pairs, method)
     # B-Pref's margin: the mean true return of a segment under the current policy.
     margin = jnp.mean(transitions.true_reward) * segment_length
     labels, answered = teachers.label(teacher, key_teacher, first, second, margin)
@@ -256,17 +272,38 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
       labels_used=jnp.zeros((), jnp.int32),
     )
     prefs = collect_segments(prefs, transitions, key_cut)
-    # The untrained ensemble's disagreement means nothing yet: the first pairs are uniform.
-    prefs, _ = ask(prefs, key_ask, transitions, num_initial, num_initial, "uniform")
+    if not human:  # a person's initial labels come from the host (labeling/human.py)
+      # The untrained ensemble's disagreement means nothing yet: the first pairs are uniform.
+      prefs, _ = ask(prefs, key_ask, transitions, num_initial, num_initial, "uniform")
     rm_state = model.observe(
       prefs.reward_model, transitions.obs, transitions.action, transitions.next_obs
     )
-    if config.reward.initial_train_steps:
+    if config.reward.initial_train_steps and not human:
       rm_state, _ = model.update(
         rm_state, prefs.preferences, key_fit, config.reward.initial_train_steps
       )
     prefs = prefs.replace(reward_model=rm_state)
     return state.replace(env_state=env_state, preferences=prefs)
+
+  def propose(state: TrainState, key, num_pairs: int, method: str):
+    return choose_pairs(state.preferences, key, num_pairs, method)
+
+  def ingest(state: TrainState, key, first, second, labels, answered, keep):
+    """Adds the pairs with `keep` to the preference buffer; `answered` (skips included)
+    counts toward `queries_asked`, `keep` toward `labels_used`."""
+    prefs = state.preferences
+    preferences = reward_model.add_preferences(prefs.preferences, key, first, second, labels, keep)
+    prefs = prefs.replace(
+      preferences=preferences,
+      queries_asked=prefs.queries_asked + jnp.sum(answered),
+      labels_used=prefs.labels_used + jnp.sum(keep),
+    )
+    return state.replace(preferences=prefs)
+
+  def fit(state: TrainState, key, num_steps: int):
+    prefs = state.preferences
+    rm_state, rm_metrics = model.update(prefs.reward_model, prefs.preferences, key, num_steps)
+    return state.replace(preferences=prefs.replace(reward_model=rm_state)), rm_metrics
 
   def init(key) -> TrainState:
     key_ppo, key_env, key_loop, key_prefs = jax.random.split(key, 4)
@@ -358,6 +395,19 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
       abstract,
       shardings,
     ),
+    # For one seed (num_seeds == 1); the state keeps the shardings `chunk` expects.
+    propose=jax.jit(propose, static_argnums=(2, 3)) if learned else None,
+    ingest=jax.jit(ingest, out_shardings=shardings, donate_argnums=0) if learned else None,
+    fit=jax.jit(
+      fit,
+      static_argnums=2,
+      out_shardings=(shardings, sharding.replicated(mesh)),
+      donate_argnums=0,
+    )
+    if learned
+    else None,
+    num_initial_labels=num_initial if learned else 0,
+    label_schedule=schedule,
   )
 
 

@@ -34,6 +34,7 @@ def make_rollout(env, policy, unroll_length: int):
       truncation=next_state.info["truncation"],
       next_obs=next_state.obs,
       episode_return=next_state.info["episode_metrics"]["sum_reward"],
+      qpos=env_state.pipeline_state.q,
     )
     return next_state, transition
 

@@ -41,6 +41,7 @@ def steps_of(transitions: Transition) -> Segment:
     next_obs=transitions.next_obs,
     true_reward=transitions.true_reward,
     mask=jnp.ones_like(transitions.true_reward),
+    qpos=transitions.qpos,
   )
 
 

@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 from rlhf_jax import checkpoint, loop, metrics, sharding
 from rlhf_jax import config as config_lib
+from rlhf_jax.labeling.human import HumanTeacher
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, logs and plots.")
@@ -135,6 +136,10 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
     first_chunk, elapsed_before = meta["chunk"], meta["elapsed_seconds"]
     records = metrics.keep_records_until(metrics_path, meta["env_steps"]) if primary else []
     log(f"resuming from checkpoint {first_chunk} of {num_chunks} ({meta['env_steps']:,} env steps)")
+  human = None
+  if config.reward.source == "learned" and config.teacher == "human" and first_chunk < num_chunks:
+    human = HumanTeacher(config, trainer, workdir, log)
+    state = human.start(state, first_chunk, resumed=restored is not None)
   if first_chunk < num_chunks:
     chunk = trainer.chunk.lower(state).compile()
     compile_seconds = time.perf_counter() - start
@@ -172,6 +177,8 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
         writer.write(record)
         records.append(record)
         done = index + 1
+        if human is not None:  # before the save: the checkpoint holds what was ingested
+          state = human.after_chunk(state, done, last=done == num_chunks)
         stop = signals.shared()  # read once: the same answer for the save and the exit
         if done % config.checkpoint.every_chunks == 0 or done == num_chunks or stop:
           meta = {"env_steps": env_steps(done), "elapsed_seconds": elapsed}

@@ -25,13 +25,15 @@ class Transition(NamedTuple):
   truncation: jax.Array  # float32 [...]
   next_obs: jax.Array  # float32 [..., obs_size]
   episode_return: jax.Array  # float32 [...]
+  qpos: jax.Array  # float32 [..., q_size]: the simulator's positions at `obs` (to render)
 
 
 class Segment(NamedTuple):
   """A stretch of at most K consecutive steps of one episode; a batch stacks them [S, K].
 
   Steps past the episode's end are padding with `mask == 0`. `true_reward` is for the
-  teacher and for diagnostics only; the reward model never reads it.
+  teacher and for diagnostics only; the reward model never reads it. `qpos` is what a
+  renderer needs to show the segment to a person (rlhf_jax/labeling/render.py).
   """
 
   obs: jax.Array  # float32 [..., K, obs_size]
@@ -39,3 +41,4 @@ class Segment(NamedTuple):
   next_obs: jax.Array  # float32 [..., K, obs_size]
   true_reward: jax.Array  # float32 [..., K]
   mask: jax.Array  # float32 [..., K], 1 for steps of the episode, 0 for padding
+  qpos: jax.Array  # float32 [..., K, q_size]: the simulator's positions, to re-render it

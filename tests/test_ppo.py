@@ -129,6 +129,7 @@ def test_ppo_loss_hand_computed_case():
     truncation=jnp.zeros((2, 1)),
     next_obs=next_obs,
     episode_return=jnp.zeros((2, 1)),
+    qpos=jnp.zeros((2, 1, 1)),
   )
   params = ppo.PPONetworkParams(policy=jnp.zeros(()), value=jnp.ones(()))
   loss, metrics = ppo.ppo_loss(params, None, data, jax.random.PRNGKey(0), Networks(), cfg)

@@ -34,14 +34,14 @@ def test_noise_bounds_the_loss_of_a_confident_mistake():
 def _segments(key, num, length, obs_size, weights):
   obs = jax.random.normal(key, (num, length, obs_size))
   true_reward = obs @ weights
-  return Segment(obs, obs[..., :1], obs, true_reward, jnp.ones((num, length)))
+  return Segment(obs, obs[..., :1], obs, true_reward, jnp.ones((num, length)), obs[..., :1])
 
 
 def test_buffer_keeps_the_newest_labels_and_holds_out_about_one_in_e():
-  example = Segment(*(jnp.zeros((3, 2)),) * 3, jnp.zeros(3), jnp.zeros(3))
+  example = Segment(*(jnp.zeros((3, 2)),) * 3, jnp.zeros(3), jnp.zeros(3), jnp.zeros((3, 2)))
   buffer = reward_model.init_preference_buffer(example, capacity=1000, ensemble_size=3)
   segment = lambda n, v: Segment(
-    *(jnp.full((n, 3, 2), v),) * 3, jnp.zeros((n, 3)), jnp.ones((n, 3))
+    *(jnp.full((n, 3, 2), v),) * 3, jnp.zeros((n, 3)), jnp.ones((n, 3)), jnp.zeros((n, 3, 2))
   )
   keep = jnp.arange(1500) % 3 != 0  # 1000 kept
   labels = jnp.arange(1500, dtype=jnp.float32)

@@ -11,7 +11,9 @@ from rlhf_jax.types import Segment
 def stream_of(ids):
   """A stream whose obs is a step's unique id ([L, N] -> Segment [L, N, ...])."""
   ids = jnp.asarray(ids, jnp.float32)
-  return Segment(ids[..., None], ids[..., None], ids[..., None], ids, jnp.ones_like(ids))
+  return Segment(
+    ids[..., None], ids[..., None], ids[..., None], ids, jnp.ones_like(ids), ids[..., None]
+  )
 
 
 def reference_cut(ids, done, length):
@@ -66,9 +68,9 @@ def test_cut_keeps_a_random_subset_when_more_segments_end():
 
 
 def test_buffer_overwrites_the_oldest_and_pairs_are_distinct():
-  empty = Segment(*(jnp.zeros((2,)) for _ in range(5)))
+  empty = Segment(*(jnp.zeros((2,)) for _ in range(6)))
   buffer = segments.init_buffer(empty, capacity=4)
-  rows = lambda values: Segment(*(jnp.asarray(values, jnp.float32)[:, None].repeat(2, 1),) * 5)
+  rows = lambda values: Segment(*(jnp.asarray(values, jnp.float32)[:, None].repeat(2, 1),) * 6)
   buffer = segments.add(buffer, rows([1, 2, 3]), jnp.array([True, False, True]))
   assert int(buffer.size) == 2 and int(buffer.next_index) == 2
   buffer = segments.add(buffer, rows([4, 5, 6]), jnp.array([True, True, True]))

@@ -16,7 +16,7 @@ def segments(rewards, mask=None):
   rewards = jnp.asarray(rewards, jnp.float32)
   mask = jnp.ones_like(rewards) if mask is None else jnp.asarray(mask, jnp.float32)
   zeros = jnp.zeros(rewards.shape + (1,))
-  return Segment(zeros, zeros, zeros, rewards * mask, mask)
+  return Segment(zeros, zeros, zeros, rewards * mask, mask, zeros)
 
 
 def label(params, first, second, margin=1.0, seed=0):

@@ -1,0 +1,126 @@
+"""Fits the reward model to a saved preference dataset and reports held-out accuracy.
+
+  python -m rlhf_jax.labeling.dataset --workdir=runs/ip_pref --data_dir=datasets
+  python experiments/train_reward_offline.py --data_dir=datasets \
+      --config=configs/inverted_pendulum_pref.py --steps=2000
+
+The dataset's pairs are split at random: `--test_fraction` is held out and never trained
+on. The model and its training are the run's (`reward.*` of `--config`: ensemble, L2
+adaptation on its own validation split, bootstrap), so the number says how well that
+reward model learns these labels. Printed: the untrained ensemble's accuracy on the
+held-out pairs (chance, about 0.5), then progress, then the fitted ensemble's. Pairs
+labelled "equally good" count toward the loss, not the accuracy.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rlhf_jax import config as config_lib  # noqa: E402
+from rlhf_jax import reward_model  # noqa: E402
+from rlhf_jax.labeling import dataset  # noqa: E402
+from rlhf_jax.types import Segment  # noqa: E402
+
+
+def segments(arrays: dict, index) -> Segment:
+  return Segment(*(jnp.asarray(arrays[field][index]) for field in Segment._fields))
+
+
+def accuracy(model, state, first: Segment, second: Segment, labels) -> float:
+  """The ensemble's accuracy (mean P(first ≻ second) against the label) on strict labels."""
+  returns = lambda s: model.segment_returns(state.params, state.inputs, s)
+  p_first = np.mean(np.asarray(jax.nn.sigmoid(returns(first) - returns(second))), axis=0)
+  strict = labels != 0.5
+  return float(np.mean((p_first > 0.5)[strict] == (labels > 0.5)[strict]))
+
+
+def fit(arrays: dict, config, steps: int, test_fraction: float, seed: int, log=print) -> dict:
+  """Trains on a random (1 - test_fraction) of the pairs; returns the accuracies."""
+  count = len(arrays["label"])
+  order = np.random.default_rng(seed).permutation(count)
+  num_test = max(1, int(round(count * test_fraction)))
+  test, train = order[:num_test], order[num_test:]
+  if len(train) < 2:
+    raise ValueError(f"{count} pairs are too few to hold {num_test} out and train on the rest")
+  first, second = arrays["first"], arrays["second"]
+  obs_size, action_size = first["obs"].shape[-1], first["action"].shape[-1]
+  model = reward_model.make_reward_model(config, obs_size, action_size)
+  key_init, key_add, key_fit = jax.random.split(jax.random.PRNGKey(seed), 3)
+  state = model.init(key_init)
+  example = jax.tree.map(lambda x: x[0], segments(first, train))
+  buffer = reward_model.init_preference_buffer(example, len(train), config.reward.ensemble_size)
+  buffer = reward_model.add_preferences(
+    buffer,
+    key_add,
+    segments(first, train),
+    segments(second, train),
+    jnp.asarray(arrays["label"][train]),
+    jnp.ones(len(train), bool),
+  )
+  test_pairs = (segments(first, test), segments(second, test), arrays["label"][test])
+  if config.reward.normalize_inputs:
+    both = [segments(side, train) for side in (first, second)]
+    for s in both:
+      state = model.observe(state, s.obs, s.action, s.next_obs)
+  untrained = accuracy(model, state, *test_pairs)
+  log(f"{count} pairs: training on {len(train)}, holding out {num_test}")
+  log(f"untrained ensemble: held-out accuracy {untrained:.3f}")
+  update = jax.jit(model.update, static_argnums=3)
+  every = max(1, min(steps, 200))
+  start = time.perf_counter()
+  done, metrics = 0, {}
+  while done < steps:
+    chunk = min(every, steps - done)
+    state, metrics = update(state, buffer, jax.random.fold_in(key_fit, done), chunk)
+    done += chunk
+    log(
+      f"step {done:>6}  train loss {float(metrics['rm_train_loss']):.3f}  train accuracy "
+      f"{float(metrics['rm_train_accuracy']):.3f}  held-out accuracy "
+      f"{accuracy(model, state, *test_pairs):.3f}"
+    )
+  result = {
+    "pairs": count,
+    "train_pairs": int(len(train)),
+    "test_pairs": int(num_test),
+    "steps": steps,
+    "untrained_test_accuracy": untrained,
+    "test_accuracy": accuracy(model, state, *test_pairs),
+    "train_accuracy": float(metrics["rm_train_accuracy"]),
+    "seconds": time.perf_counter() - start,
+  }
+  log(f"held-out accuracy {result['test_accuracy']:.3f} (untrained {untrained:.3f})")
+  return result
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--data_dir", required=True)
+  parser.add_argument("--name", default=dataset.NAME)
+  parser.add_argument("--config", default=None, help="config file for reward.* (default: defaults)")
+  parser.add_argument("--steps", type=int, default=2000)
+  parser.add_argument("--test_fraction", type=float, default=0.2)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+  args = parser.parse_args(argv)
+  if not 0 < args.test_fraction < 1:
+    parser.error(f"--test_fraction must be in (0, 1), got {args.test_fraction}")
+  if args.steps <= 0:
+    parser.error(f"--steps must be positive, got {args.steps}")
+  config = config_lib.load(args.config) if args.config else config_lib.default_config()
+  arrays, meta = dataset.load(args.data_dir, args.name)
+  print(f"dataset {args.name} in {args.data_dir}: {json.dumps(meta)}", file=sys.stderr)
+  result = fit(arrays, config, args.steps, args.test_fraction, args.seed)
+  if args.json:
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,200 @@
+"""Preference datasets: labelled pairs with their segments, as TensorFlow Datasets.
+
+  python -m rlhf_jax.labeling.dataset --workdir=runs/x --data_dir=datasets
+
+writes the labels of a run as the TFDS dataset `<name>` (default `rlhf_preferences`) in
+array_record files, one example per labelled pair:
+
+  first, second   the two segments: obs [K, O], action [K, A], next_obs [K, O],
+                  true_reward [K], mask [K], qpos [K, Q] (enough to re-render them)
+  label           P(first ≻ second): 1, 0 or 0.5 (pairs the labeller skipped are left out)
+  source          "human" (the labeling app's store) or the simulated teacher's name
+
+and the dataset's metadata holds the env name, backend, control dt and segment length.
+The labels come from the workdir's label store (`teacher=human`) or, for a simulated
+teacher, from the preference buffer in the run's newest checkpoint.
+
+Reading needs neither TensorFlow nor this module: `tfds.data_source(name,
+data_dir=...)` finds the dataset on disk; `load(data_dir)` returns it as NumPy arrays.
+"""
+
+import os
+
+import numpy as np
+
+from rlhf_jax.types import Segment
+
+NAME = "rlhf_preferences"
+VERSION = "1.0.0"
+
+
+def _builder_class(name: str):
+  import tensorflow_datasets as tfds  # noqa: PLC0415 (an optional dependency: `[labeling]`)
+
+  class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Writes examples given in memory; reading goes through tfds's own reader."""
+
+    VERSION = tfds.core.Version(VERSION)
+
+    def __init__(self, examples: list[dict], meta: dict, **kwargs):
+      self._examples, self._meta = examples, meta
+      super().__init__(**kwargs)
+
+    def _info(self):
+      first = self._examples[0]["first"]
+      segment = tfds.features.FeaturesDict(
+        {
+          field: tfds.features.Tensor(shape=first[field].shape, dtype=np.float32)
+          for field in Segment._fields
+        }
+      )
+      return self.dataset_info_from_configs(
+        description="Labelled pairs of segments for learning a reward (rlhf_jax).",
+        features=tfds.features.FeaturesDict(
+          {
+            "first": segment,
+            "second": segment,
+            "label": tfds.features.Scalar(dtype=np.float32),
+            "source": tfds.features.Text(),
+          }
+        ),
+        metadata=tfds.core.MetadataDict(self._meta),
+      )
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+      yield from enumerate(self._examples)
+
+  Builder.name = name
+  return Builder
+
+
+def write(examples: list[dict], meta: dict, data_dir: str, name: str = NAME) -> str:
+  """Writes `examples` (dicts of first, second, label, source) as the dataset `name` in
+  `data_dir`; returns the dataset's directory. An existing version is replaced."""
+  if not examples:
+    raise ValueError("there are no labelled pairs to export")
+  import shutil  # noqa: PLC0415
+
+  target = os.path.join(data_dir, name, VERSION)
+  if os.path.exists(target):
+    shutil.rmtree(target)
+  examples = [
+    {
+      "first": {k: np.asarray(v, np.float32) for k, v in e["first"].items()},
+      "second": {k: np.asarray(v, np.float32) for k, v in e["second"].items()},
+      "label": np.float32(e["label"]),
+      "source": e["source"],
+    }
+    for e in examples
+  ]
+  builder = _builder_class(name)(examples, meta, data_dir=data_dir, file_format="array_record")
+  builder.download_and_prepare()
+  return target
+
+
+def load(data_dir: str, name: str = NAME) -> tuple[dict, dict]:
+  """(arrays, meta): `first` and `second` as Segment-field dicts of [P, K, ...] arrays,
+  `label` [P] and `source` [P]; `meta` the dataset's metadata."""
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  source = tfds.data_source(name, data_dir=data_dir, split="train")
+  rows = [source[i] for i in range(len(source))]
+  stack = lambda side: {f: np.stack([r[side][f] for r in rows]) for f in Segment._fields}
+  arrays = {
+    "first": stack("first"),
+    "second": stack("second"),
+    "label": np.array([r["label"] for r in rows], np.float32),
+    "source": [
+      r["source"].decode() if isinstance(r["source"], bytes) else r["source"] for r in rows
+    ],
+  }
+  info = tfds.builder(name, data_dir=data_dir).info
+  return arrays, dict(info.metadata or {})
+
+
+def from_store(workdir: str) -> tuple[list[dict], dict]:
+  """The labels of `workdir`'s label store (skips left out) and its metadata."""
+  from rlhf_jax.labeling import app  # noqa: PLC0415
+  from rlhf_jax.labeling.store import Store  # noqa: PLC0415
+
+  store = Store(app.store_path(workdir))
+  rows = store.labelled_pairs()
+  examples = [
+    {"first": r["first"], "second": r["second"], "label": r["label"], "source": "human"}
+    for r in rows
+    if r["label"] is not None
+  ]
+  return examples, store.meta()
+
+
+def from_checkpoint(workdir: str) -> tuple[list[dict], dict]:
+  """The labels in the preference buffer of `workdir`'s newest checkpoint."""
+  from rlhf_jax import checkpoint, envs, loop  # noqa: PLC0415
+  from rlhf_jax import config as config_lib  # noqa: PLC0415
+
+  config = config_lib.load_json(os.path.join(workdir, "config.json"))
+  trainer = loop.make_trainer(config)
+  manager = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep)
+  try:
+    restored = manager.restore_latest(trainer.abstract_state, print)
+  finally:
+    manager.close()
+  if restored is None:
+    raise ValueError(f"{workdir} has no checkpoint to export labels from")
+  buffer = restored[0].preferences.preferences
+  size = int(buffer.size)
+  rows = lambda side: {f: np.asarray(getattr(side, f))[:size] for f in Segment._fields}
+  first, second = rows(buffer.first), rows(buffer.second)
+  labels = np.asarray(buffer.label)[:size]
+  examples = [
+    {
+      "first": {f: v[i] for f, v in first.items()},
+      "second": {f: v[i] for f, v in second.items()},
+      "label": float(labels[i]),
+      "source": config.teacher,
+    }
+    for i in range(size)
+  ]
+  meta = {
+    "env_name": config.env.name,
+    "backend": config.env.backend,
+    "dt": envs.control_dt(trainer.env, config.env.action_repeat),
+    "segment_length": trainer.segment_length,
+  }
+  return examples, meta
+
+
+def export(workdir: str, data_dir: str, name: str = NAME, source: str = "auto") -> str:
+  """Writes the labels of the run in `workdir` as a dataset; `source` is "store" (the
+  labeling app's), "checkpoint" (a simulated teacher's) or "auto" (the store if there is
+  one). Returns the dataset's directory."""
+  from rlhf_jax.labeling import app  # noqa: PLC0415
+
+  if source == "auto":
+    source = "store" if os.path.exists(app.store_path(workdir)) else "checkpoint"
+  if source not in ("store", "checkpoint"):
+    raise ValueError(f"source must be auto, store or checkpoint; got {source!r}")
+  examples, meta = from_store(workdir) if source == "store" else from_checkpoint(workdir)
+  return write(examples, meta, data_dir, name)
+
+
+def main(argv=None):
+  import argparse  # noqa: PLC0415
+
+  parser = argparse.ArgumentParser(description="Export a run's labels as a TFDS dataset.")
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--data_dir", required=True)
+  parser.add_argument("--name", default=NAME)
+  parser.add_argument("--source", default="auto", choices=("auto", "store", "checkpoint"))
+  args = parser.parse_args(argv)
+  path = export(args.workdir, args.data_dir, args.name, args.source)
+  arrays, _ = load(args.data_dir, args.name)
+  print(f"wrote {len(arrays['label'])} labelled pairs to {path}")
+
+
+if __name__ == "__main__":
+  main()

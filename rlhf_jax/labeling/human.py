@@ -1,0 +1,152 @@
+"""A person as the teacher: the trainer's side of `config.teacher = "human"`.
+
+Between chunks the host (rlhf_jax/train.py) calls `after_chunk`, which
+
+  1. queues the pairs due by the end of the next chunk in the label store, so the app can
+     render them ahead: the trainer's `propose` picks them by the query method from the
+     segment buffer, on the device;
+  2. ingests the labels that arrived since (older than `human.grace_seconds`, so a fresh
+     one can still be undone) into the preference buffer with the trainer's `ingest`.
+
+The reward model keeps training, each iteration, on the labels it has; with
+`human.wait = True` the host instead waits until every queued pair is answered. The first
+labels to arrive also get `reward.initial_train_steps` steps of fitting, as the simulated
+teacher's initial labels do.
+
+The store is the only link to the app, so either may restart. On resume from the
+checkpoint of chunk c, labels ingested after chunk c are marked new again (that
+checkpoint's buffer lacks them) and are ingested anew.
+"""
+
+import time
+import uuid
+
+import jax
+import numpy as np
+
+from rlhf_jax import envs
+from rlhf_jax.labeling import app
+from rlhf_jax.labeling.store import Store
+from rlhf_jax.types import Segment
+
+INGEST_BATCH = 64  # labels per `ingest` call (padded): one compiled shape
+PROPOSE_MULTIPLE = 16  # pairs are proposed in multiples of this: few compiled shapes
+
+
+def segment_rows(batch: Segment) -> list[dict]:
+  """[P, K, ...] segments on the device -> P dicts of NumPy arrays (one per segment)."""
+  batch = jax.device_get(batch)
+  return [
+    {name: np.asarray(getattr(batch, name)[i]) for name in Segment._fields}
+    for i in range(batch.mask.shape[0])
+  ]
+
+
+def stack_rows(rows: list[dict], size: int) -> Segment:
+  """P dicts -> Segment [size, K, ...], padded with copies of the first row."""
+  padded = rows + [rows[0]] * (size - len(rows))
+  return Segment(*(np.stack([row[name] for row in padded]) for name in Segment._fields))
+
+
+class HumanTeacher:
+  def __init__(self, config, trainer, workdir: str, log):
+    self.config, self.trainer, self.log = config, trainer, log
+    self.store = Store(app.store_path(workdir))
+    self.store.set_meta(
+      {
+        "env_name": config.env.name,
+        "backend": config.env.backend,
+        "dt": envs.control_dt(trainer.env, config.env.action_repeat),
+        "segment_length": trainer.segment_length,
+      }
+    )
+    # Labels due after i iterations: the initial ones, then the schedule's.
+    schedule = np.concatenate([[0], np.cumsum(trainer.label_schedule)])
+    self.due_after = trainer.num_initial_labels + schedule
+    self.key = jax.random.PRNGKey(config.seed)
+    self.workdir = workdir
+
+  def start(self, state, chunk: int, resumed: bool):
+    """Before the first chunk (of a fresh run, or after resuming from `chunk`)."""
+    if resumed:
+      again = self.store.forget_ingested_after(chunk)
+      if again:
+        self.log(f"human labels: {again} used after checkpoint {chunk} will be used again")
+    self.log(
+      f"human teacher: label in the app, `python -m rlhf_jax.label --workdir={self.workdir}`"
+    )
+    return self.after_chunk(state, chunk)
+
+  def after_chunk(self, state, chunks_done: int, last: bool = False):
+    """Queues the pairs due by the end of the next chunk and ingests new labels (after the
+    `last` chunk: only ingests what has arrived, for the final checkpoint)."""
+    if last:
+      return self._ingest(state, chunks_done)
+    iterations = (chunks_done + 1) * self.config.iterations_per_chunk
+    due = int(self.due_after[min(iterations, len(self.due_after) - 1)])
+    if chunks_done == 0:
+      due = self.trainer.num_initial_labels  # from the random policy alone
+    missing = due - self.store.counts()["pairs"]
+    if missing > 0:
+      method = "uniform" if chunks_done == 0 else self.config.queries.method
+      self._queue(state, chunks_done, missing, method)
+    if self.config.human.wait:
+      return self._wait_and_ingest(state, chunks_done)
+    return self._ingest(state, chunks_done)
+
+  def _queue(self, state, chunk: int, count: int, method: str) -> None:
+    size = -(-count // PROPOSE_MULTIPLE) * PROPOSE_MULTIPLE
+    key = jax.random.fold_in(jax.random.fold_in(self.key, chunk), self.store.counts()["pairs"])
+    first, second = self.trainer.propose(state, key, size, method)
+    first, second = segment_rows(first)[:count], segment_rows(second)[:count]
+    env_steps = self.trainer.initial_env_steps + chunk * self.steps_per_chunk
+    pairs = [(uuid.uuid4().hex, a, uuid.uuid4().hex, b) for a, b in zip(first, second, strict=True)]
+    self.store.add_pairs(pairs, env_steps)
+    self.log(f"human labels: queued {count} pairs ({method})")
+
+  @property
+  def steps_per_chunk(self) -> int:
+    return self.trainer.env_steps_per_iteration * self.config.iterations_per_chunk
+
+  def _ingest(self, state, chunk: int):
+    rows = self.store.take_labels(chunk, older_than=self.config.human.grace_seconds)
+    if not rows:
+      return state
+    had_labels = int(state.preferences.labels_used) > 0
+    for start in range(0, len(rows), INGEST_BATCH):
+      batch = rows[start : start + INGEST_BATCH]
+      first = stack_rows([r["first"] for r in batch], INGEST_BATCH)
+      second = stack_rows([r["second"] for r in batch], INGEST_BATCH)
+      labels = np.zeros(INGEST_BATCH, np.float32)
+      labels[: len(batch)] = [0.5 if r["label"] is None else r["label"] for r in batch]
+      answered = np.arange(INGEST_BATCH) < len(batch)
+      keep = answered & np.array(
+        [i < len(batch) and batch[i]["label"] is not None for i in range(INGEST_BATCH)]
+      )
+      key = jax.random.fold_in(self.key, 1_000_000 + batch[0]["pair_id"])
+      state = self.trainer.ingest(state, key, first, second, labels, answered, keep)
+    counts = self.store.counts()
+    self.log(
+      f"human labels: +{len(rows)} ({int(state.preferences.labels_used)} used in training, "
+      f"{counts['waiting']} waiting)"
+    )
+    steps = self.config.reward.initial_train_steps
+    if not had_labels and int(state.preferences.labels_used) > 0 and steps:
+      state, metrics = self.trainer.fit(state, jax.random.fold_in(self.key, -1), steps)
+      self.log(
+        f"human labels: first fit, {steps} steps, training accuracy "
+        f"{float(metrics['rm_train_accuracy']):.2f}"
+      )
+    return state
+
+  def _wait_and_ingest(self, state, chunk: int):
+    last_said = 0.0
+    while True:
+      state = self._ingest(state, chunk)
+      counts = self.store.counts()
+      if counts["waiting"] == 0 and counts["unused"] == 0:
+        return state
+      if time.monotonic() - last_said > 30:
+        self.log(f"human labels: waiting for {counts['waiting']} pairs to be labelled")
+        last_said = time.monotonic()
+      time.sleep(self.config.human.poll_seconds)

@@ -1,0 +1,119 @@
+"""End to end in headless Chromium: real clips play, a person labels with keys and a button.
+
+Needs Debian's chromium (`.ci/run` installs it) and the `playwright` package, which
+drives that browser (no browser download). Set RLHF_JAX_SCREENSHOT=path to keep a
+screenshot of the labeling page (the README's comes from here).
+"""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from rlhf_jax.labeling import app as labeling_app
+from rlhf_jax.labeling import render
+from rlhf_jax.labeling.store import Store
+from tests.test_labeling_app import free_port, start_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--autoplay-policy=no-user-gesture-required",
+]
+
+
+def pendulum_segment(rng, length=30) -> dict:
+  """A segment of inverted_pendulum (qpos: cart position, pole angle) swinging at random."""
+  angle = np.cumsum(rng.normal(0, 0.05, length))
+  cart = np.cumsum(rng.normal(0, 0.02, length))
+  qpos = np.stack([cart, angle], axis=1).astype(np.float32)
+  return {
+    "obs": np.zeros((length, 4), np.float32),
+    "action": np.zeros((length, 1), np.float32),
+    "next_obs": np.zeros((length, 4), np.float32),
+    "true_reward": np.ones((length,), np.float32),
+    "mask": np.ones((length,), np.float32),
+    "qpos": qpos,
+  }
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """A store with 5 pairs whose clips are rendered for real (MuJoCo, EGL or OSMesa)."""
+  workdir = str(tmp_path_factory.mktemp("labeling"))
+  store = Store(labeling_app.store_path(workdir))
+  store.set_meta({"env_name": "inverted_pendulum", "backend": "spring", "dt": 0.04})
+  rng = np.random.default_rng(0)
+  pairs = [(f"p{i}a", pendulum_segment(rng), f"p{i}b", pendulum_segment(rng)) for i in range(5)]
+  store.add_pairs(pairs, env_steps=0)
+  renderer = labeling_app.ClipRenderer(workdir, processes=2)
+  try:
+    assert renderer.render_waiting() == 5
+  finally:
+    renderer.close()
+  return workdir
+
+
+def test_clips_are_h264_mp4_at_real_time(workdir):
+  import imageio_ffmpeg
+
+  path = render.clip_path(os.path.join(workdir, "clips"), "p0a")
+  frames, info = imageio_ffmpeg.count_frames_and_secs(path)
+  assert frames == 30 and info == pytest.approx(30 * 0.04, abs=0.05)  # 25 fps, 1.2 s
+  reader = imageio_ffmpeg.read_frames(path)
+  meta = next(reader)
+  assert meta["codec"].startswith("h264") and meta["size"] == (render.WIDTH, render.HEIGHT)
+  first = next(reader)
+  pixels = np.frombuffer(first, np.uint8)
+  assert pixels.std() > 5  # a scene, not a blank frame
+  reader.close()
+
+
+def test_label_in_the_browser(workdir):
+  if CHROMIUM is None:
+    pytest.fail("Chromium is missing: `apt-get install chromium` (as .ci/run does)")
+  from playwright.sync_api import sync_playwright
+
+  port = free_port()
+  server = start_server(workdir, port, clips=True)
+  try:
+    with sync_playwright() as playwright:
+      browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+      page = browser.new_page(viewport={"width": 880, "height": 480})
+      page.goto(f"http://127.0.0.1:{port}/")
+      status = page.locator("#status")
+      status.filter(has_text="Pair 1").wait_for()
+      # Both clips load and play: their clocks advance.
+      page.wait_for_function(
+        "[...document.querySelectorAll('video')].every(v => v.readyState >= 2 && !v.paused"
+        " && v.currentTime > 0.2)",
+        timeout=20_000,
+      )
+      if os.environ.get("RLHF_JAX_SCREENSHOT"):
+        page.screenshot(path=os.environ["RLHF_JAX_SCREENSHOT"])
+      for key, next_pair in (("ArrowLeft", 2), ("ArrowRight", 3), ("=", 4)):
+        page.keyboard.press(key)
+        status.filter(has_text=f"Pair {next_pair}").wait_for()
+      page.click("#choose-skip")
+      status.filter(has_text="Pair 5").wait_for()
+      page.keyboard.press("u")
+      status.filter(has_text="Took back the label of pair 4").wait_for()
+      progress = page.locator("#progress").inner_text()
+      page.goto(f"http://127.0.0.1:{port}/labels")
+      shown = page.locator("td.choice").all_inner_texts()
+      browser.close()
+  finally:
+    server.kill()
+    server.wait()
+  labels = Store(labeling_app.store_path(workdir)).labels()
+  assert [(r["pair_id"], r["choice"]) for r in labels] == [(1, "left"), (2, "right"), (3, "equal")]
+  assert progress == "3 labelled · 2 waiting"
+  assert shown == ["left", "right", "equal"]

@@ -1,0 +1,118 @@
+"""teacher=human: a script plays the person through the app's HTTP API while a run trains."""
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import jax
+import numpy as np
+
+from rlhf_jax import loop, train
+from rlhf_jax.labeling import app as labeling_app
+from rlhf_jax.labeling.human import stack_rows
+from rlhf_jax.labeling.store import LABEL_OF_CHOICE, Store
+from tests.test_labeling_app import free_port, http_post, start_server
+from tests.test_loop import tiny_pref_config
+
+
+def human_config():
+  config = tiny_pref_config()
+  config.teacher = "human"
+  config.human.wait = True
+  config.human.grace_seconds = 0.0
+  config.human.poll_seconds = 0.05
+  config.queries.total_labels = 40
+  config.total_env_steps = 4 * config.iterations_per_chunk * 8 * 2 * 5  # four chunks
+  return config
+
+
+def oracle_choice(store: Store, pair_id: int) -> str:
+  segments = [store.segment(segment_id) for segment_id in store.pair(pair_id)]
+  first, second = (float(np.sum(s["true_reward"] * s["mask"])) for s in segments)
+  return "equal" if first == second else "left" if first > second else "right"
+
+
+class Person(threading.Thread):
+  """Labels every pair the app hands out as the oracle would; restarts the app once."""
+
+  def __init__(self, workdir: str, restart_after: int):
+    super().__init__(daemon=True)
+    self.workdir, self.restart_after = workdir, restart_after
+    self.store = Store(labeling_app.store_path(workdir))
+    self.port = free_port()
+    self.server = start_server(workdir, self.port)
+    self.stop, self.given, self.restarted, self.errors = threading.Event(), 0, False, []
+
+  def next_pair(self):
+    url = f"http://127.0.0.1:{self.port}/api/next?client=person"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+      return json.load(answer)["pair"]
+
+  def run(self):
+    try:
+      while not self.stop.is_set():
+        pair = self.next_pair()
+        if pair is None:
+          time.sleep(0.05)
+          continue
+        body = {
+          "pair_id": pair["pair_id"],
+          "choice": oracle_choice(self.store, pair["pair_id"]),
+          "client": "person",
+        }
+        http_post(self.port, "/api/label", body)
+        self.given += 1
+        if self.given == self.restart_after:  # the app goes down and comes back
+          self.server.kill()
+          self.server.wait()
+          self.server = start_server(self.workdir, self.port)
+          self.restarted = True
+    except (urllib.error.URLError, AssertionError, OSError) as error:
+      self.errors.append(error)
+    finally:
+      self.server.kill()
+      self.server.wait()
+
+
+def ensemble_accuracy(trainer, state, rows) -> float:
+  """How often the ensemble's mean P(first ≻ second) agrees with strict labels."""
+  rows = [r for r in rows if r["label"] in (0.0, 1.0)]
+  model, rm_state = trainer.reward_model, state.preferences.reward_model
+  first = stack_rows([r["first"] for r in rows], len(rows))
+  second = stack_rows([r["second"] for r in rows], len(rows))
+  returns = lambda segments: model.segment_returns(rm_state.params, rm_state.inputs, segments)
+  p_first = np.mean(np.asarray(jax.nn.sigmoid(returns(first) - returns(second))), axis=0)
+  labels = np.array([r["label"] for r in rows])
+  return float(np.mean((p_first > 0.5) == (labels > 0.5)))
+
+
+def test_a_person_through_the_api_teaches_the_reward_model(tmp_path):
+  workdir = str(tmp_path / "run")
+  config = human_config()
+  person = Person(workdir, restart_after=15)
+  person.start()
+  try:
+    result = train.train(config, workdir)
+  finally:
+    person.stop.set()
+    person.join(timeout=60)
+  assert not person.errors and person.restarted
+  store = Store(labeling_app.store_path(workdir))
+  labels = store.labels()
+  # Every label given was used, in the chunk it arrived by; none is lost or doubled.
+  assert len(labels) == store.counts()["pairs"] == config.queries.total_labels
+  assert all(r["ingested_chunk"] is not None for r in labels)
+  assert result.records[-1]["labels_used"] == len(labels)
+  assert result.records[-1]["queries_asked"] == len(labels)
+
+  # The reward model, untrained at first, ranks the person's pairs as the person did.
+  store.forget_ingested_after(-1)
+  rows = store.take_labels(chunk=0)
+  assert {r["choice"] for r in rows} <= set(LABEL_OF_CHOICE)
+  trainer = result.trainer
+  untrained = trainer.init(loop.seed_keys(config))
+  before = ensemble_accuracy(trainer, untrained, rows)
+  after = ensemble_accuracy(trainer, result.state, rows)
+  assert after >= 0.8 and after > before + 0.2, (before, after)
