@@ -139,7 +139,6 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
   human = None
   if config.reward.source == "learned" and config.teacher == "human" and first_chunk < num_chunks:
     human = HumanTeacher(config, trainer, workdir, log)
-    state = human.start(state, first_chunk, resumed=restored is not None)
   if first_chunk < num_chunks:
     chunk = trainer.chunk.lower(state).compile()
     compile_seconds = time.perf_counter() - start
@@ -156,6 +155,9 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
     writer = metrics.MetricsWriter(workdir, total_env_steps, stream, resumed_at=resumed_at)
   try:
     with _StopSignals(stream) as signals:
+      if human is not None:  # a signal ends its waiting for labels
+        human.stop_requested = lambda: signals.received is not None
+        state = human.start(state, first_chunk, resumed=restored is not None)
       for index in range(first_chunk, num_chunks):
         chunk_start = time.perf_counter()
         state, chunk_metrics = chunk(state)
@@ -241,9 +243,10 @@ def _check_resumable(config, workdir: str, checkpoints: checkpoint.Checkpointer)
 def _header(config, trainer, num_chunks, steps_per_chunk, total_env_steps) -> str:
   reward = "the true reward"
   if trainer.reward_model is not None:
+    teacher = "a person" if config.teacher == "human" else f"a simulated {config.teacher} teacher"
     reward = (
-      f"a reward learned from {config.queries.total_labels} labels of a simulated "
-      f"{config.teacher} teacher (segments of {trainer.segment_length} steps)"
+      f"a reward learned from {config.queries.total_labels} labels of {teacher} "
+      f"(segments of {trainer.segment_length} steps)"
     )
   return (
     f"rlhf_jax: {config.env.name} ({config.env.backend}) on {jax.devices()[0].platform}, "

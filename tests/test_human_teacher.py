@@ -1,6 +1,8 @@
 """teacher=human: a script plays the person through the app's HTTP API while a run trains."""
 
 import json
+import os
+import signal
 import threading
 import time
 import urllib.error
@@ -19,6 +21,11 @@ from tests.test_loop import tiny_pref_config
 
 def human_config():
   config = tiny_pref_config()
+  # Reacher: its reward (distance to the target) makes the untrained model's ranking a coin
+  # flip, while inverted_pendulum's (1 per step alive) any positive reward ranks rightly.
+  config.env.name = "reacher"
+  config.reward.initial_train_steps = 200
+  config.reward.train_steps = 20
   config.teacher = "human"
   config.human.wait = True
   config.human.grace_seconds = 0.0
@@ -47,13 +54,24 @@ class Person(threading.Thread):
 
   def next_pair(self):
     url = f"http://127.0.0.1:{self.port}/api/next?client=person"
-    with urllib.request.urlopen(url, timeout=10) as answer:
+    with urllib.request.urlopen(url, timeout=30) as answer:
       return json.load(answer)["pair"]
+
+  def patiently(self, call, *args):
+    """`call(*args)`, tried again for a while if the connection fails (a busy machine)."""
+    for _ in range(20):
+      try:
+        return call(*args)
+      except (ConnectionError, urllib.error.URLError) as error:
+        if isinstance(error, urllib.error.HTTPError):
+          raise  # the server answered: a real error
+        time.sleep(0.5)
+    return call(*args)
 
   def run(self):
     try:
       while not self.stop.is_set():
-        pair = self.next_pair()
+        pair = self.patiently(self.next_pair)
         if pair is None:
           time.sleep(0.05)
           continue
@@ -62,15 +80,16 @@ class Person(threading.Thread):
           "choice": oracle_choice(self.store, pair["pair_id"]),
           "client": "person",
         }
-        http_post(self.port, "/api/label", body)
+        self.patiently(http_post, self.port, "/api/label", body)
         self.given += 1
         if self.given == self.restart_after:  # the app goes down and comes back
           self.server.kill()
           self.server.wait()
           self.server = start_server(self.workdir, self.port)
           self.restarted = True
-    except (urllib.error.URLError, AssertionError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 (any failure: stop the run, report it)
       self.errors.append(error)
+      os.kill(os.getpid(), signal.SIGTERM)  # the run stops waiting, saves and raises
     finally:
       self.server.kill()
       self.server.wait()
@@ -95,6 +114,8 @@ def test_a_person_through_the_api_teaches_the_reward_model(tmp_path):
   person.start()
   try:
     result = train.train(config, workdir)
+  except train.Interrupted:
+    pass  # by the person's failure, reported below
   finally:
     person.stop.set()
     person.join(timeout=60)

@@ -65,6 +65,7 @@ class HumanTeacher:
     self.due_after = trainer.num_initial_labels + schedule
     self.key = jax.random.PRNGKey(config.seed)
     self.workdir = workdir
+    self.stop_requested = lambda: False  # while True, waiting for labels ends early
 
   def start(self, state, chunk: int, resumed: bool):
     """Before the first chunk (of a fresh run, or after resuming from `chunk`)."""
@@ -132,7 +133,7 @@ class HumanTeacher:
     )
     steps = self.config.reward.initial_train_steps
     if not had_labels and int(state.preferences.labels_used) > 0 and steps:
-      state, metrics = self.trainer.fit(state, jax.random.fold_in(self.key, -1), steps)
+      state, metrics = self.trainer.fit(state, jax.random.fold_in(self.key, 2**31 - 1), steps)
       self.log(
         f"human labels: first fit, {steps} steps, training accuracy "
         f"{float(metrics['rm_train_accuracy']):.2f}"
@@ -144,7 +145,7 @@ class HumanTeacher:
     while True:
       state = self._ingest(state, chunk)
       counts = self.store.counts()
-      if counts["waiting"] == 0 and counts["unused"] == 0:
+      if (counts["waiting"] == 0 and counts["unused"] == 0) or self.stop_requested():
         return state
       if time.monotonic() - last_said > 30:
         self.log(f"human labels: waiting for {counts['waiting']} pairs to be labelled")

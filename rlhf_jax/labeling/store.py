@@ -19,6 +19,7 @@ Tables:
 import contextlib
 import io
 import json
+import os
 import sqlite3
 import time
 
@@ -79,6 +80,7 @@ class Store:
   def __init__(self, path: str, clock=time.time):
     self.path = path
     self.clock = clock
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     db = self._connect()
     try:
       db.executescript(_SCHEMA)  # one transaction of its own
