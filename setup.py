@@ -10,6 +10,7 @@ setup(
   long_description_content_type="text/markdown",
   python_requires=">=3.11",
   packages=find_packages(include=["rlhf_jax", "rlhf_jax.*"]),
+  package_data={"rlhf_jax.labeling": ["templates/*.html"]},
   # CPU JAX by default; see the README for the GPU/TPU builds.
   install_requires=[
     "jax>=0.10.2,<0.11",
@@ -23,6 +24,12 @@ setup(
     "tensorboardX>=2.6,<3",
     "matplotlib>=3.10,<4",
     "numpy>=2.0,<3",
+    # Labeling by a person (rlhf_jax/labeling): the app, clip encoding, datasets.
+    "flask>=3.0,<4",
+    "imageio-ffmpeg>=0.5,<0.7",
+    "tensorflow-datasets>=4.9.10,<5",
+    "array-record>=0.5,<0.9",
+    "importlib_resources>=6,<7",  # etils.epath needs it for tensorflow-datasets
   ],
   extras_require={
     "test": [
@@ -30,8 +37,11 @@ setup(
       "nbclient>=0.10,<0.12",
       "nbformat>=5.10,<6",
       "ipykernel>=6.29,<8",
+      "playwright>=1.40,<2",  # drives Debian's chromium (no browser download)
     ],
     "dev": ["ruff>=0.8,<1"],
   },
-  entry_points={"console_scripts": ["rlhf-jax-train=rlhf_jax.train:run"]},
+  entry_points={
+    "console_scripts": ["rlhf-jax-train=rlhf_jax.train:run", "rlhf-jax-label=rlhf_jax.label:run"]
+  },
 )

@@ -9,6 +9,8 @@ array_record files, one example per labelled pair:
                   true_reward [K], mask [K], qpos [K, Q] (enough to re-render them)
   label           P(first ≻ second): 1, 0 or 0.5 (pairs the labeller skipped are left out)
   source          "human" (the labeling app's store) or the simulated teacher's name
+  index           the pair's place in the export, oldest label first (TFDS stores the
+                  examples shuffled; `load` puts them back in this order)
 
 and the dataset's metadata holds the env name, backend, control dt and segment length.
 The labels come from the workdir's label store (`teacher=human`) or, for a simulated
@@ -56,6 +58,7 @@ def _builder_class(name: str):
             "second": segment,
             "label": tfds.features.Scalar(dtype=np.float32),
             "source": tfds.features.Text(),
+            "index": tfds.features.Scalar(dtype=np.int64),
           }
         ),
         metadata=tfds.core.MetadataDict(self._meta),
@@ -88,8 +91,9 @@ def write(examples: list[dict], meta: dict, data_dir: str, name: str = NAME) -> 
       "second": {k: np.asarray(v, np.float32) for k, v in e["second"].items()},
       "label": np.float32(e["label"]),
       "source": e["source"],
+      "index": np.int64(index),
     }
-    for e in examples
+    for index, e in enumerate(examples)
   ]
   builder = _builder_class(name)(examples, meta, data_dir=data_dir, file_format="array_record")
   builder.download_and_prepare()
@@ -102,7 +106,7 @@ def load(data_dir: str, name: str = NAME) -> tuple[dict, dict]:
   import tensorflow_datasets as tfds  # noqa: PLC0415
 
   source = tfds.data_source(name, data_dir=data_dir, split="train")
-  rows = [source[i] for i in range(len(source))]
+  rows = sorted((source[i] for i in range(len(source))), key=lambda row: int(row["index"]))
   stack = lambda side: {f: np.stack([r[side][f] for r in rows]) for f in Segment._fields}
   arrays = {
     "first": stack("first"),

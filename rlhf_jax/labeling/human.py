@@ -141,13 +141,16 @@ class HumanTeacher:
     return state
 
   def _wait_and_ingest(self, state, chunk: int):
+    """Waits until every queued pair is answered, then ingests them all at once (so the
+    same answers give the same run, however fast they came)."""
     last_said = 0.0
     while True:
-      state = self._ingest(state, chunk)
       counts = self.store.counts()
-      if (counts["waiting"] == 0 and counts["unused"] == 0) or self.stop_requested():
-        return state
-      if time.monotonic() - last_said > 30:
+      if counts["waiting"] == 0 or self.stop_requested():
+        state = self._ingest(state, chunk)
+        if self.store.counts()["unused"] == 0 or self.stop_requested():
+          return state
+      elif time.monotonic() - last_said > 30:
         self.log(f"human labels: waiting for {counts['waiting']} pairs to be labelled")
         last_said = time.monotonic()
       time.sleep(self.config.human.poll_seconds)
