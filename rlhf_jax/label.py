@@ -7,6 +7,8 @@ The trainer (`--config.teacher=human`) and this app share `<workdir>/labels.sqli
 start and stop either one at any time. See rlhf_jax/labeling/app.py for the HTTP API.
 """
 
+import logging
+
 from absl import app, flags
 
 from rlhf_jax.labeling import app as labeling_app
@@ -30,6 +32,7 @@ def main(argv):
       f"--host={_HOST.value} is reachable from other machines: pass --token=SECRET as well "
       "(every request must then carry it), or bind 127.0.0.1."
     )
+  logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
   server = labeling_app.create_app(_WORKDIR.value, token=_TOKEN.value, clips=_CLIPS.value)
   if _CLIPS.value:
     labeling_app.ClipRenderer(_WORKDIR.value, processes=_RENDER_PROCESSES.value).start()

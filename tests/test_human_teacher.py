@@ -1,12 +1,9 @@
 """teacher=human: a script plays the person through the app's HTTP API while a run trains."""
 
-import json
 import os
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import jax
 import numpy as np
@@ -14,8 +11,9 @@ import numpy as np
 from rlhf_jax import loop, train
 from rlhf_jax.labeling import app as labeling_app
 from rlhf_jax.labeling.human import stack_rows
+from rlhf_jax.labeling.scripted import ScriptedPerson
 from rlhf_jax.labeling.store import LABEL_OF_CHOICE, Store
-from tests.test_labeling_app import free_port, http_post, start_server
+from tests.test_labeling_app import free_port, start_server
 from tests.test_loop import tiny_pref_config
 
 
@@ -35,54 +33,23 @@ def human_config():
   return config
 
 
-def oracle_choice(store: Store, pair_id: int) -> str:
-  segments = [store.segment(segment_id) for segment_id in store.pair(pair_id)]
-  first, second = (float(np.sum(s["true_reward"] * s["mask"])) for s in segments)
-  return "equal" if first == second else "left" if first > second else "right"
-
-
 class Person(threading.Thread):
-  """Labels every pair the app hands out as the oracle would; restarts the app once."""
+  """The scripted person on a thread, with the app in a subprocess restarted once."""
 
   def __init__(self, workdir: str, restart_after: int):
     super().__init__(daemon=True)
     self.workdir, self.restart_after = workdir, restart_after
-    self.store = Store(labeling_app.store_path(workdir))
     self.port = free_port()
     self.server = start_server(workdir, self.port)
-    self.stop, self.given, self.restarted, self.errors = threading.Event(), 0, False, []
-
-  def next_pair(self):
-    url = f"http://127.0.0.1:{self.port}/api/next?client=person"
-    with urllib.request.urlopen(url, timeout=30) as answer:
-      return json.load(answer)["pair"]
-
-  def patiently(self, call, *args):
-    """`call(*args)`, tried again for a while if the connection fails (a busy machine)."""
-    for _ in range(20):
-      try:
-        return call(*args)
-      except (ConnectionError, urllib.error.URLError) as error:
-        if isinstance(error, urllib.error.HTTPError):
-          raise  # the server answered: a real error
-        time.sleep(0.5)
-    return call(*args)
+    self.person = ScriptedPerson(workdir, f"http://127.0.0.1:{self.port}", client="person")
+    self.stop, self.restarted, self.errors = threading.Event(), False, []
 
   def run(self):
     try:
       while not self.stop.is_set():
-        pair = self.patiently(self.next_pair)
-        if pair is None:
+        if not self.person.label_one():
           time.sleep(0.05)
-          continue
-        body = {
-          "pair_id": pair["pair_id"],
-          "choice": oracle_choice(self.store, pair["pair_id"]),
-          "client": "person",
-        }
-        self.patiently(http_post, self.port, "/api/label", body)
-        self.given += 1
-        if self.given == self.restart_after:  # the app goes down and comes back
+        elif self.person.given == self.restart_after:  # the app goes down and comes back
           self.server.kill()
           self.server.wait()
           self.server = start_server(self.workdir, self.port)
