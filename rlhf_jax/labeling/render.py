@@ -44,11 +44,25 @@ def gl_backends() -> list[str]:
   return [chosen] if chosen else ["egl", "osmesa"]
 
 
+def camera_for(mj_model):
+  """The model's first camera (hopper's and walker's track the body), else a free camera
+  looking down from closer than MuJoCo's default, which leaves reacher's arm tiny."""
+  import mujoco  # noqa: PLC0415
+
+  if mj_model.ncam > 0:
+    return 0
+  camera = mujoco.MjvCamera()
+  mujoco.mjv_defaultFreeCamera(mj_model, camera)
+  camera.distance *= 0.45
+  camera.elevation = -60.0
+  return camera
+
+
 def render_frames(mj_model, renderer, data, qpos: np.ndarray, mask: np.ndarray, stride: int):
   """Frames uint8 [F, H, W, 3] of the steps 0, stride, 2·stride, ... of one segment."""
   import mujoco  # noqa: PLC0415
 
-  camera = 0 if mj_model.ncam > 0 else -1  # the model's tracking camera where it has one
+  camera = camera_for(mj_model)
   valid = max(1, int(np.sum(mask > 0)))
   frames = []
   for step in range(0, len(qpos), stride):
