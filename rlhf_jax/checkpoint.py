@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 # Config keys (or prefixes ending in ".") that a resumed run may change; any other
 # difference from the checkpointed run's config is refused.
 # A state restores onto any mesh (then equal to float tolerance, not bitwise).
-HARMLESS = ("checkpoint.", "mesh")
+HARMLESS = ("checkpoint.", "mesh", "human.")
 
 
 def config_dict(config) -> dict:

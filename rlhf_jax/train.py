@@ -138,6 +138,8 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
     log(f"resuming from checkpoint {first_chunk} of {num_chunks} ({meta['env_steps']:,} env steps)")
   human = None
   if config.reward.source == "learned" and config.teacher == "human" and first_chunk < num_chunks:
+    if jax.process_count() > 1:
+      raise ValueError("config.teacher='human' runs in one process; drop --multihost.")
     human = HumanTeacher(config, trainer, workdir, log)
   if first_chunk < num_chunks:
     chunk = trainer.chunk.lower(state).compile()

@@ -70,6 +70,8 @@ def test_bad_values_raise_clear_errors(overrides, message):
     ({"teacher_params__beta": 0.0}, r"config.teacher_params.beta must be > 0"),
     ({"teacher_params__gamma": 1.2}, r"config.teacher_params.gamma must be in \(0, 1\]"),
     ({"teacher_params__eps_mistake": -0.1}, r"teacher_params.eps_mistake must be in \[0, 1\]"),
+    ({"teacher": "human", "num_seeds": 2}, r"teacher='human' labels one run: set config.num_"),
+    ({"teacher": "human", "human__grace_seconds": -1.0}, r"human.grace_seconds must be >= 0"),
   ],
 )
 def test_bad_preference_values_raise_clear_errors(overrides, message):

@@ -223,3 +223,26 @@ def test_labels_survive_killing_the_server(workdir):
     server.kill()
     server.wait()
   assert [(r["pair_id"], r["choice"]) for r in labels] == [(1, "left"), (2, "right"), (3, "equal")]
+
+
+def test_labels_used_after_a_checkpoint_are_used_again_on_resume(workdir):
+  store = Store(labeling_app.store_path(workdir))
+  store.submit(1, "left", "ann")
+  assert [r["pair_id"] for r in store.take_labels(chunk=2)] == [1]
+  store.submit(2, "right", "ann")
+  assert [r["pair_id"] for r in store.take_labels(chunk=3)] == [2]
+  store.submit(3, "skip", "ann")
+  assert store.forget_ingested_after(2) == 1  # resumed from checkpoint 2: pair 2 is new again
+  rows = store.take_labels(chunk=3)
+  assert [(r["pair_id"], r["label"]) for r in rows] == [(2, 0.0), (3, None)]
+  assert store.counts()["unused"] == 0
+
+
+def test_a_fresh_label_waits_out_the_grace_period(workdir):
+  now = [1000.0]
+  store = Store(labeling_app.store_path(workdir), clock=lambda: now[0])
+  store.submit(1, "left", "ann")
+  now[0] += 5
+  assert store.take_labels(chunk=1, older_than=10) == []  # still undoable
+  now[0] += 6
+  assert [r["pair_id"] for r in store.take_labels(chunk=1, older_than=10)] == [1]
