@@ -173,9 +173,8 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   def as_ppo_batch(x):  # [U, T, N, ...] -> [T, U * N, ...]: sequences of T steps
     return jnp.swapaxes(x, 0, 1).reshape((x.shape[1], -1) + x.shape[3:])
 
-  def choose_pairs(prefs: PreferenceState, key, num_pairs: int, method: str):
+  def choose_pairs(prefs: PreferenceState, key_pool, key_select, num_pairs: int, method: str):
     """`num_pairs` pairs of stored segments to ask about, picked by `method`."""
-    key_pool, key_select = jax.random.split(key)
     pool = num_pairs if method == "uniform" else queries_config.oversampling * num_pairs
     first, second = segments.sample_pairs(prefs.segments, key_pool, pool)
     if method != "uniform":  # the pool is already in random order
@@ -187,8 +186,8 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
 
   def ask(prefs: PreferenceState, key, transitions, num_pairs: int, num_asked, method: str):
     """Picks `num_pairs` pairs, has the teacher label the first `num_asked`, stores them."""
-    key_choose, key_teacher, key_store = jax.random.split(key, 3)
-    first, second = choose_pairs(prefs, key_choose, num_pairs, method)
+    key_pool, key_select, key_teacher, key_store = jax.random.split(key, 4)
+    first, second = choose_pairs(prefs, key_pool, key_select, num_pairs, method)
     # B-Pref's margin: the mean true return of a segment under the current policy.
     margin = jnp.mean(transitions.true_reward) * segment_length
     labels, answered = teachers.label(teacher, key_teacher, first, second, margin)
@@ -286,7 +285,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
     return state.replace(env_state=env_state, preferences=prefs)
 
   def propose(state: TrainState, key, num_pairs: int, method: str):
-    return choose_pairs(state.preferences, key, num_pairs, method)
+    return choose_pairs(state.preferences, *jax.random.split(key), num_pairs, method)
 
   def ingest(state: TrainState, key, first, second, labels, answered, keep):
     """Adds the pairs with `keep` to the preference buffer; `answered` (skips included)
