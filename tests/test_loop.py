@@ -124,6 +124,7 @@ def test_true_reward_runs_the_same_config_without_the_preference_loop():
   assert float(metrics["reward_per_step"]) == float(metrics["true_reward_per_step"])
 
 
+@pytest.mark.slow  # about 100 s on 2 cores; the default run stays under CI's 15 minutes
 def test_inverted_pendulum_learns_from_100_labels(tmp_path):
   """configs/inverted_pendulum_pref.py: the learned reward alone lifts the true return
   from about 25 (random policy) past a clear 300 within 2M env steps (about 470 seen)."""
