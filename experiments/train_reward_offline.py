@@ -8,8 +8,9 @@ The dataset's pairs are split at random: `--test_fraction` is held out and never
 on. The model and its training are the run's (`reward.*` of `--config`: ensemble, L2
 adaptation on its own validation split, bootstrap), so the number says how well that
 reward model learns these labels. Printed: the untrained ensemble's accuracy on the
-held-out pairs (chance, about 0.5), then progress, then the fitted ensemble's. Pairs
-labelled "equally good" count toward the loss, not the accuracy.
+held-out pairs (the baseline: about 0.5, though a random network already ranks some
+tasks' segments better than chance), then progress, then the fitted ensemble's. Pairs
+labelled "equally good" count toward the loss, not the accuracy (NaN if all are).
 """
 
 import argparse

@@ -60,16 +60,18 @@ def test_simulated_labels_export_and_fit_offline(tmp_path):
   workdir = str(tmp_path / "run")
   config = tiny_pref_config()
   config.env.name = "reacher"
-  config.queries.total_labels = 200
-  config.queries.buffer_size = 200
+  config.queries.total_labels = 220
+  config.queries.buffer_size = 200  # the ring buffer wraps: the oldest 20 labels are gone
   result = train.train(config, workdir)
   buffer = result.state.preferences.preferences
   dataset.export(workdir, str(tmp_path / "data"))
   arrays, meta = dataset.load(str(tmp_path / "data"))
   size = int(buffer.size)
-  assert len(arrays["label"]) == size == result.records[-1]["labels_used"]
-  np.testing.assert_array_equal(arrays["label"], np.asarray(buffer.label)[:size])
-  np.testing.assert_array_equal(arrays["first"]["qpos"], np.asarray(buffer.first.qpos)[:size])
+  assert size == 200 and result.records[-1]["labels_used"] == 220
+  oldest_first = (int(buffer.next_index) + np.arange(size)) % size
+  np.testing.assert_array_equal(arrays["label"], np.asarray(buffer.label)[oldest_first])
+  qpos = np.asarray(buffer.first.qpos)[oldest_first]
+  np.testing.assert_array_equal(arrays["first"]["qpos"], qpos)
   assert meta["env_name"] == "reacher" and set(arrays["source"]) == {"oracle"}
 
   offline = offline_module()

@@ -105,3 +105,34 @@ def test_a_person_through_the_api_teaches_the_reward_model(tmp_path):
   after = ensemble_accuracy(trainer, result.state, rows)
   print(f"ensemble accuracy on the person's labels: untrained {before:.3f}, trained {after:.3f}")
   assert after >= 0.8 and after > before + 0.2, (before, after)
+
+
+def test_asynchronous_labels_flow_in_while_training_goes_on(tmp_path):
+  """human.wait=False: the run never waits; labels arriving mid-run are taken in."""
+  workdir = str(tmp_path / "run")
+  config = human_config()
+  config.human.wait = False
+  config.total_env_steps = 8 * config.iterations_per_chunk * 8 * 2 * 5  # eight chunks
+  person = Person(workdir, restart_after=-1)
+  original = person.person.label_one
+
+  def slowly():
+    labelled = original()
+    time.sleep(0.3 if labelled else 0.0)
+    return labelled
+
+  person.person.label_one = slowly
+  person.start()
+  try:
+    result = train.train(config, workdir)
+  finally:
+    person.stop.set()
+    person.join(timeout=60)
+  assert not person.errors
+  used = [record["labels_used"] for record in result.records]
+  assert used == sorted(used) and 0 < used[-1] <= config.queries.total_labels
+  assert len(set(used)) > 2  # labels arrived across the run, not in one batch
+  store = Store(labeling_app.store_path(workdir))
+  taken = [r for r in store.labels() if r["ingested_chunk"] is not None]
+  # Every label taken in, the last ones after the final chunk too, is in the final state.
+  assert len(taken) == int(result.state.preferences.labels_used) >= used[-1]

@@ -74,6 +74,8 @@ def test_a_label_is_stored_and_undone(workdir):
   "path, body, status, message",
   [
     ("/api/label", {"pair_id": 99, "choice": "left", "client": "ann"}, 404, "no pair 99"),
+    ("/api/label", {"pair_id": 2**70, "choice": "left", "client": "ann"}, 404, "no pair"),
+    ("/api/label", {"pair_id": -1, "choice": "left", "client": "ann"}, 404, "no pair -1"),
     ("/api/label", {"pair_id": 1, "choice": "up", "client": "ann"}, 400, "choice must be"),
     ("/api/label", {"pair_id": "1", "choice": "left", "client": "ann"}, 400, "integer"),
     ("/api/label", {"pair_id": True, "choice": "left", "client": "ann"}, 400, "integer"),
@@ -118,6 +120,16 @@ def test_a_token_is_required_when_set(workdir):
   # The page, opened once with ?token=, keeps it in a cookie for its own requests.
   assert client.get("/?token=s3cret").status_code == 200
   assert client.get("/api/next?client=ann").status_code == 200
+
+
+def test_without_a_token_only_loopback_names_are_answered(workdir):
+  client = labeling_app.create_app(workdir, clips=False).test_client()
+  body = {"pair_id": 1, "choice": "left", "client": "ann"}
+  answer = post(client, "/api/label", body, headers={"Host": "evil.example:8000"})
+  assert answer.status_code == 403 and "127.0.0.1 or localhost" in answer.get_json()["error"]
+  assert snapshot(workdir)[0] == []
+  for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000"):
+    assert client.get("/api/labels", headers={"Host": host}).status_code == 200, host
 
 
 def test_the_cli_refuses_a_public_bind_without_a_token(tmp_path):

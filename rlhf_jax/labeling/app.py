@@ -78,6 +78,10 @@ def create_app(workdir: str, token: str | None = None, clips: bool = True) -> fl
   @app.before_request
   def check_token():
     if token is None:
+      # Without a token only this machine may ask, by name too: a page elsewhere that
+      # rebinds its own domain name to 127.0.0.1 (DNS rebinding) is refused.
+      if not is_loopback(flask.request.host.rsplit(":", 1)[0].strip("[]")):
+        fail(403, "this server answers only requests to 127.0.0.1 or localhost")
       return
     given = (
       flask.request.headers.get("X-Token")

@@ -31,7 +31,7 @@ VERSION = "1.0.0"
 
 
 def _builder_class(name: str):
-  import tensorflow_datasets as tfds  # noqa: PLC0415 (an optional dependency: `[labeling]`)
+  import tensorflow_datasets as tfds  # noqa: PLC0415 (imported only when used: it is slow)
 
   class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Writes examples given in memory; reading goes through tfds's own reader."""
@@ -149,11 +149,16 @@ def from_checkpoint(workdir: str) -> tuple[list[dict], dict]:
     manager.close()
   if restored is None:
     raise ValueError(f"{workdir} has no checkpoint to export labels from")
+  if config.num_seeds != 1:
+    raise ValueError(f"{workdir} holds {config.num_seeds} seeds' runs; export one seed's run")
   buffer = restored[0].preferences.preferences
-  size = int(buffer.size)
-  rows = lambda side: {f: np.asarray(getattr(side, f))[:size] for f in Segment._fields}
+  # The ring buffer's filled slots, oldest label first.
+  size, capacity = int(buffer.size), buffer.label.shape[0]
+  order = (int(buffer.next_index) + np.arange(capacity)) % capacity
+  order = order if size == capacity else np.arange(size)
+  rows = lambda side: {f: np.asarray(getattr(side, f))[order] for f in Segment._fields}
   first, second = rows(buffer.first), rows(buffer.second)
-  labels = np.asarray(buffer.label)[:size]
+  labels = np.asarray(buffer.label)[order]
   examples = [
     {
       "first": {f: v[i] for f, v in first.items()},

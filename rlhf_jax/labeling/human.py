@@ -29,7 +29,7 @@ from rlhf_jax.labeling import app
 from rlhf_jax.labeling.store import Store
 from rlhf_jax.types import Segment
 
-INGEST_BATCH = 64  # labels per `ingest` call (padded): one compiled shape
+INGEST_BATCH = 64  # labels per `ingest` call (padded; at most queries.buffer_size)
 PROPOSE_MULTIPLE = 16  # pairs are proposed in multiples of this: few compiled shapes
 
 
@@ -68,32 +68,37 @@ class HumanTeacher:
     self.stop_requested = lambda: False  # while True, waiting for labels ends early
 
   def start(self, state, chunk: int, resumed: bool):
-    """Before the first chunk (of a fresh run, or after resuming from `chunk`)."""
-    if resumed:
-      again = self.store.forget_ingested_after(chunk)
-      if again:
-        self.log(f"human labels: {again} used after checkpoint {chunk} will be used again")
+    """Before the first chunk (of a fresh run, or after resuming from checkpoint `chunk`).
+
+    A label's `ingested_chunk` is the first checkpoint that holds it: labels taken after
+    chunk c are in checkpoint c (saved right after), labels taken here are not in the
+    checkpoint resumed from, only in the next. Whatever this state lacks is taken again.
+    """
+    again = self.store.forget_ingested_after(chunk if resumed else -1)
+    if again:
+      self.log(f"human labels: {again} labels not in this state will be used again")
     self.log(
       f"human teacher: label in the app, `python -m rlhf_jax.label --workdir={self.workdir}`"
     )
-    return self.after_chunk(state, chunk)
+    return self.after_chunk(state, chunk, mark=chunk + 1)
 
-  def after_chunk(self, state, chunks_done: int, last: bool = False):
-    """Queues the pairs due by the end of the next chunk and ingests new labels (after the
-    `last` chunk: only ingests what has arrived, for the final checkpoint)."""
+  def after_chunk(self, state, chunks_done: int, last: bool = False, mark: int | None = None):
+    """Queues the pairs due by the end of the next chunk and takes in new labels, marked
+    as held from checkpoint `mark` (default `chunks_done`) on. After the `last` chunk it
+    only takes in what has arrived, for the final checkpoint."""
+    mark = chunks_done if mark is None else mark
     if last:
-      return self._ingest(state, chunks_done)
+      return self._ingest(state, mark)
     iterations = (chunks_done + 1) * self.config.iterations_per_chunk
     due = int(self.due_after[min(iterations, len(self.due_after) - 1)])
-    if chunks_done == 0:
-      due = self.trainer.num_initial_labels  # from the random policy alone
     missing = due - self.store.counts()["pairs"]
     if missing > 0:
-      method = "uniform" if chunks_done == 0 else self.config.queries.method
+      # Before any label, the ensemble's disagreement means nothing: the first are uniform.
+      method = "uniform" if int(state.preferences.labels_used) == 0 else self.config.queries.method
       self._queue(state, chunks_done, missing, method)
     if self.config.human.wait:
-      return self._wait_and_ingest(state, chunks_done)
-    return self._ingest(state, chunks_done)
+      return self._wait_and_ingest(state, mark)
+    return self._ingest(state, mark)
 
   def _queue(self, state, chunk: int, count: int, method: str) -> None:
     size = -(-count // PROPOSE_MULTIPLE) * PROPOSE_MULTIPLE
@@ -113,17 +118,18 @@ class HumanTeacher:
     rows = self.store.take_labels(chunk, older_than=self.config.human.grace_seconds)
     if not rows:
       return state
-    had_labels = int(state.preferences.labels_used) > 0
-    for start in range(0, len(rows), INGEST_BATCH):
-      batch = rows[start : start + INGEST_BATCH]
-      first = stack_rows([r["first"] for r in batch], INGEST_BATCH)
-      second = stack_rows([r["second"] for r in batch], INGEST_BATCH)
-      labels = np.zeros(INGEST_BATCH, np.float32)
-      labels[: len(batch)] = [0.5 if r["label"] is None else r["label"] for r in batch]
-      answered = np.arange(INGEST_BATCH) < len(batch)
-      keep = answered & np.array(
-        [i < len(batch) and batch[i]["label"] is not None for i in range(INGEST_BATCH)]
-      )
+    before = int(state.preferences.labels_used)
+    size = min(INGEST_BATCH, self.config.queries.buffer_size)
+    for start in range(0, len(rows), size):
+      batch = rows[start : start + size]
+      first = stack_rows([r["first"] for r in batch], size)
+      second = stack_rows([r["second"] for r in batch], size)
+      given = [r["label"] is not None for r in batch]  # a skip is answered, not kept
+      labels = np.zeros(size, np.float32)
+      labels[: len(batch)] = [r["label"] if g else 0.5 for r, g in zip(batch, given, strict=True)]
+      answered = np.arange(size) < len(batch)
+      keep = np.zeros(size, bool)
+      keep[: len(batch)] = given
       key = jax.random.fold_in(self.key, 1_000_000 + batch[0]["pair_id"])
       state = self.trainer.ingest(state, key, first, second, labels, answered, keep)
     counts = self.store.counts()
@@ -131,8 +137,9 @@ class HumanTeacher:
       f"human labels: +{len(rows)} ({int(state.preferences.labels_used)} used in training, "
       f"{counts['waiting']} waiting)"
     )
-    steps = self.config.reward.initial_train_steps
-    if not had_labels and int(state.preferences.labels_used) > 0 and steps:
+    # As with a simulated teacher: a long first fit once the initial labels are in.
+    steps, initial = self.config.reward.initial_train_steps, self.trainer.num_initial_labels
+    if steps and before < initial <= int(state.preferences.labels_used):
       state, metrics = self.trainer.fit(state, jax.random.fold_in(self.key, 2**31 - 1), steps)
       self.log(
         f"human labels: first fit, {steps} steps, training accuracy "

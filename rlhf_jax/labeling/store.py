@@ -268,6 +268,8 @@ class Store:
       raise LabelError(400, f"choice must be one of {', '.join(CHOICES)}; got {choice!r}")
     if not isinstance(pair_id, int) or isinstance(pair_id, bool):
       raise LabelError(400, f"pair_id must be an integer; got {pair_id!r}")
+    if not 0 < pair_id < 2**63:  # beyond SQLite's integers: no such pair
+      raise LabelError(404, f"no pair {pair_id}")
     now = self.clock()
     with self._transaction() as db:
       row = db.execute(
