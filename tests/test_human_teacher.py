@@ -7,12 +7,14 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from rlhf_jax import loop, train
 from rlhf_jax.labeling import app as labeling_app
 from rlhf_jax.labeling.human import stack_rows
 from rlhf_jax.labeling.scripted import ScriptedPerson
 from rlhf_jax.labeling.store import LABEL_OF_CHOICE, Store
+from tests.test_checkpoint import interrupt_after
 from tests.test_labeling_app import free_port, start_server
 from tests.test_loop import tiny_pref_config
 
@@ -136,3 +138,31 @@ def test_asynchronous_labels_flow_in_while_training_goes_on(tmp_path):
   taken = [r for r in store.labels() if r["ingested_chunk"] is not None]
   # Every label taken in, the last ones after the final chunk too, is in the final state.
   assert len(taken) == int(result.state.preferences.labels_used) >= used[-1]
+
+
+def test_resume_takes_again_the_labels_its_checkpoint_lacks(tmp_path, monkeypatch):
+  """Stopped after chunk 2, then (as if a run had died before its next save) labels
+  marked as used after it: the resumed run takes them again; none is lost or doubled."""
+  workdir = str(tmp_path / "run")
+  config = human_config()
+  config.checkpoint.every_chunks = 1
+  person = Person(workdir, restart_after=-1)
+  person.start()
+  try:
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(train.Interrupted):
+      train.train(config, workdir)
+    monkeypatch.undo()
+    store = Store(labeling_app.store_path(workdir))
+    while store.counts()["unused"] == 0:  # a label given after the stop ...
+      time.sleep(0.05)
+    assert store.take_labels(chunk=3)  # ... taken by a run that died before checkpoint 3
+    result = train.train(config, workdir)
+  finally:
+    person.stop.set()
+    person.join(timeout=60)
+  assert not person.errors
+  labels = store.labels()
+  assert len(labels) == config.queries.total_labels
+  assert int(result.state.preferences.labels_used) == len(labels)
+  assert int(result.state.preferences.preferences.size) == len(labels)
