@@ -79,6 +79,7 @@ def test_sharded_state_saves_and_restores(trainers, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow  # about a minute of compiling on 2 cores
 def test_seeds_and_mesh_together():
   """num_seeds=2 on 8 devices: a leading seed axis, envs still split over the mesh."""
   config = tiny_pref_config()

@@ -265,6 +265,7 @@ def _wait_for_progress(process, lines: int) -> str:
   return "".join(seen)
 
 
+@pytest.mark.slow  # about 70 s; the in-process SIGTERM and resume tests run by default
 def test_cli_survives_sigterm_and_sigkill(tmp_path):
   """SIGTERM: a checkpoint and exit code 143. SIGKILL: the rerun resumes from the last
   checkpoint. The finished run's metrics equal an uninterrupted run's."""

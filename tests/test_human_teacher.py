@@ -140,6 +140,7 @@ def test_asynchronous_labels_flow_in_while_training_goes_on(tmp_path):
   assert len(taken) == int(result.state.preferences.labels_used) >= used[-1]
 
 
+@pytest.mark.slow  # two runs, about 40 s; the store's side is tested by default
 def test_resume_takes_again_the_labels_its_checkpoint_lacks(tmp_path, monkeypatch):
   """Stopped after chunk 2, then (as if a run had died before its next save) labels
   marked as used after it: the resumed run takes them again; none is lost or doubled."""

@@ -82,6 +82,7 @@ def test_iterations_count_and_chunk_metrics_are_finite():
   assert all(v is None or v == v for v in summary.values())  # no NaN
 
 
+@pytest.mark.slow  # a learning goal, about 40 s; experiments/ show learning at full size
 def test_ppo_learns_inverted_pendulum(tmp_path):
   """True-reward PPO on inverted_pendulum: from ~40 to a clear >300 within 1.2M steps."""
   config = config_lib.load(os.path.join(REPO, "configs/inverted_pendulum.py"))

@@ -31,11 +31,13 @@ def test_bad_mesh_is_refused(mesh, message):
     config_lib.validate(config)
 
 
-def test_on_eight_cpu_devices():
-  """tests/eight_devices.py: 8 devices against 1, shardings, no host transfer, checkpoints."""
+def run_on_eight_devices(marks: str) -> str:
+  """Runs tests/eight_devices.py (its tests selected by `-m marks`) in a process that sees
+  8 CPU devices; returns its output."""
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=REPO)
+  command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marks]
   result = subprocess.run(
-    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/eight_devices.py"],
+    [*command, "tests/eight_devices.py"],
     cwd=REPO,
     env=env,
     capture_output=True,
@@ -43,4 +45,16 @@ def test_on_eight_cpu_devices():
     timeout=900,
   )
   assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
-  assert "5 passed" in result.stdout, result.stdout[-2000:]
+  return result.stdout
+
+
+def test_on_eight_cpu_devices():
+  """tests/eight_devices.py: 8 devices against 1, shardings, no host transfer, checkpoints."""
+  output = run_on_eight_devices("not slow")
+  assert "4 passed" in output, output[-2000:]
+
+
+@pytest.mark.slow
+def test_seeds_and_mesh_on_eight_cpu_devices():
+  output = run_on_eight_devices("slow")
+  assert "1 passed" in output, output[-2000:]
