@@ -14,12 +14,9 @@
 """
 
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 from absl import app, flags, logging
 
@@ -27,17 +24,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rlhf_jax import train  # noqa: E402
 from rlhf_jax.labeling import dataset  # noqa: E402
-from rlhf_jax.labeling.scripted import ScriptedPerson  # noqa: E402
+from rlhf_jax.labeling.scripted import ScriptedPerson, free_port, start_app  # noqa: E402
 
 _CONFIG, _WORKDIR = train._CONFIG, train._WORKDIR  # noqa: SLF001 (the same --config, --workdir)
 _PACE = flags.DEFINE_float("seconds_per_label", 0.5, "The scripted person's pace.")
 _RENDER_PROCESSES = flags.DEFINE_integer("render_processes", 1, "Processes rendering clips.")
-
-
-def free_port() -> int:
-  with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    return probe.getsockname()[1]
 
 
 def main(argv):
@@ -46,20 +37,10 @@ def main(argv):
   config, workdir = _CONFIG.value, _WORKDIR.value
   config.teacher = "human"
   port = free_port()
-  command = [
-    sys.executable, "-m", "rlhf_jax.label", f"--workdir={workdir}", f"--port={port}",
-    f"--render_processes={_RENDER_PROCESSES.value}",
-  ]  # fmt: skip
   os.makedirs(workdir, exist_ok=True)
   log = open(os.path.join(workdir, "label_app.log"), "w")  # noqa: SIM115
-  server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+  server = start_app(workdir, port, render_processes=_RENDER_PROCESSES.value, log=log)
   url = f"http://127.0.0.1:{port}"
-  for _ in range(600):
-    try:
-      urllib.request.urlopen(url + "/api/labels", timeout=1)
-      break
-    except OSError:
-      time.sleep(0.1)
   print(f"labeling app at {url}/ (clips rendered by {_RENDER_PROCESSES.value} processes)")
   person = ScriptedPerson(workdir, url)
   done = threading.Event()

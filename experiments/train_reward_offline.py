@@ -35,14 +35,6 @@ def segments(arrays: dict, index) -> Segment:
   return Segment(*(jnp.asarray(arrays[field][index]) for field in Segment._fields))
 
 
-def accuracy(model, state, first: Segment, second: Segment, labels) -> float:
-  """The ensemble's accuracy (mean P(first ≻ second) against the label) on strict labels."""
-  returns = lambda s: model.segment_returns(state.params, state.inputs, s)
-  p_first = np.mean(np.asarray(jax.nn.sigmoid(returns(first) - returns(second))), axis=0)
-  strict = labels != 0.5
-  return float(np.mean((p_first > 0.5)[strict] == (labels > 0.5)[strict]))
-
-
 def fit(arrays: dict, config, steps: int, test_fraction: float, seed: int, log=print) -> dict:
   """Trains on a random (1 - test_fraction) of the pairs; returns the accuracies."""
   count = len(arrays["label"])
@@ -71,7 +63,7 @@ def fit(arrays: dict, config, steps: int, test_fraction: float, seed: int, log=p
     both = [segments(side, train) for side in (first, second)]
     for s in both:
       state = model.observe(state, s.obs, s.action, s.next_obs)
-  untrained = accuracy(model, state, *test_pairs)
+  untrained = reward_model.ensemble_accuracy(model, state, *test_pairs)
   log(f"{count} pairs: training on {len(train)}, holding out {num_test}")
   log(f"untrained ensemble: held-out accuracy {untrained:.3f}")
   update = jax.jit(model.update, static_argnums=3)
@@ -82,10 +74,10 @@ def fit(arrays: dict, config, steps: int, test_fraction: float, seed: int, log=p
     chunk = min(every, steps - done)
     state, metrics = update(state, buffer, jax.random.fold_in(key_fit, done), chunk)
     done += chunk
+    held_out = reward_model.ensemble_accuracy(model, state, *test_pairs)
     log(
       f"step {done:>6}  train loss {float(metrics['rm_train_loss']):.3f}  train accuracy "
-      f"{float(metrics['rm_train_accuracy']):.3f}  held-out accuracy "
-      f"{accuracy(model, state, *test_pairs):.3f}"
+      f"{float(metrics['rm_train_accuracy']):.3f}  held-out accuracy {held_out:.3f}"
     )
   result = {
     "pairs": count,
@@ -93,7 +85,7 @@ def fit(arrays: dict, config, steps: int, test_fraction: float, seed: int, log=p
     "test_pairs": int(num_test),
     "steps": steps,
     "untrained_test_accuracy": untrained,
-    "test_accuracy": accuracy(model, state, *test_pairs),
+    "test_accuracy": held_out,
     "train_accuracy": float(metrics["rm_train_accuracy"]),
     "seconds": time.perf_counter() - start,
   }

@@ -193,16 +193,18 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
     labels, answered = teachers.label(teacher, key_teacher, first, second, margin)
     asked = jnp.arange(num_pairs) < num_asked
     keep = asked & answered
-    preferences = reward_model.add_preferences(
-      prefs.preferences, key_store, first, second, labels, keep
-    )
+    prefs = store_labels(prefs, key_store, first, second, labels, asked, keep)
     wrong = teachers.oracle_disagreement(labels, keep, first, second) * jnp.sum(keep)
-    prefs = prefs.replace(
-      preferences=preferences,
+    return prefs, {"new_labels": jnp.sum(keep), "teacher_wrong": wrong}
+
+  def store_labels(prefs: PreferenceState, key, first, second, labels, asked, keep):
+    """Adds the pairs with `keep` to the preference buffer; `asked` (skipped queries
+    included) counts toward `queries_asked`, `keep` toward `labels_used`."""
+    return prefs.replace(
+      preferences=reward_model.add_preferences(prefs.preferences, key, first, second, labels, keep),
       queries_asked=prefs.queries_asked + jnp.sum(asked),
       labels_used=prefs.labels_used + jnp.sum(keep),
     )
-    return prefs, {"new_labels": jnp.sum(keep), "teacher_wrong": wrong}
 
   def collect_segments(prefs: PreferenceState, transitions, key):
     stream = jax.tree.map(as_stream, transitions)
@@ -288,15 +290,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
     return choose_pairs(state.preferences, *jax.random.split(key), num_pairs, method)
 
   def ingest(state: TrainState, key, first, second, labels, answered, keep):
-    """Adds the pairs with `keep` to the preference buffer; `answered` (skips included)
-    counts toward `queries_asked`, `keep` toward `labels_used`."""
-    prefs = state.preferences
-    preferences = reward_model.add_preferences(prefs.preferences, key, first, second, labels, keep)
-    prefs = prefs.replace(
-      preferences=preferences,
-      queries_asked=prefs.queries_asked + jnp.sum(answered),
-      labels_used=prefs.labels_used + jnp.sum(keep),
-    )
+    prefs = store_labels(state.preferences, key, first, second, labels, answered, keep)
     return state.replace(preferences=prefs)
 
   def fit(state: TrainState, key, num_steps: int):

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from brax.training.acme import running_statistics
 from flax import linen
@@ -94,6 +95,16 @@ def correct(return_first, return_second, labels):
   """1 where the predicted preference matches a strict label, 0 elsewhere (and for 0.5)."""
   predicted_first = return_first > return_second
   return jnp.where(labels == 0.5, 0.0, (predicted_first == (labels > 0.5)).astype(jnp.float32))
+
+
+def ensemble_accuracy(model, state, first: Segment, second: Segment, labels) -> float:
+  """Host side: how often the ensemble's mean P(first ≻ second) agrees with the strict
+  labels (0 or 1) among `labels` [P]; NaN when there is none."""
+  returns = lambda segment: model.segment_returns(state.params, state.inputs, segment)
+  p_first = np.mean(np.asarray(jax.nn.sigmoid(returns(first) - returns(second))), axis=0)
+  labels = np.asarray(labels)
+  strict = labels != 0.5
+  return float(np.mean((p_first > 0.5)[strict] == (labels > 0.5)[strict]))
 
 
 def init_preference_buffer(example_segment: Segment, capacity: int, ensemble_size: int):

@@ -5,11 +5,10 @@ import signal
 import threading
 import time
 
-import jax
 import numpy as np
 import pytest
 
-from rlhf_jax import loop, train
+from rlhf_jax import loop, reward_model, train
 from rlhf_jax.labeling import app as labeling_app
 from rlhf_jax.labeling.human import stack_rows
 from rlhf_jax.labeling.scripted import ScriptedPerson
@@ -65,15 +64,13 @@ class Person(threading.Thread):
 
 
 def ensemble_accuracy(trainer, state, rows) -> float:
-  """How often the ensemble's mean P(first ≻ second) agrees with strict labels."""
+  """The trained run's ensemble on the person's strict labels."""
   rows = [r for r in rows if r["label"] in (0.0, 1.0)]
-  model, rm_state = trainer.reward_model, state.preferences.reward_model
   first = stack_rows([r["first"] for r in rows], len(rows))
   second = stack_rows([r["second"] for r in rows], len(rows))
-  returns = lambda segments: model.segment_returns(rm_state.params, rm_state.inputs, segments)
-  p_first = np.mean(np.asarray(jax.nn.sigmoid(returns(first) - returns(second))), axis=0)
   labels = np.array([r["label"] for r in rows])
-  return float(np.mean((p_first > 0.5) == (labels > 0.5)))
+  model, rm_state = trainer.reward_model, state.preferences.reward_model
+  return reward_model.ensemble_accuracy(model, rm_state, first, second, labels)
 
 
 def test_a_person_through_the_api_teaches_the_reward_model(tmp_path):

@@ -2,11 +2,9 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 
 from rlhf_jax.labeling import app as labeling_app
+from rlhf_jax.labeling.scripted import free_port, start_app
 from rlhf_jax.labeling.store import Store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -185,27 +184,8 @@ def test_two_labellers_at_once_lose_nothing_and_never_share_a_pair(tmp_path):
   }
 
 
-def free_port() -> int:
-  with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    return probe.getsockname()[1]
-
-
 def start_server(workdir: str, port: int, clips: bool = False) -> subprocess.Popen:
-  command = [
-    sys.executable, "-m", "rlhf_jax.label", f"--workdir={workdir}", f"--port={port}",
-    f"--clips={str(clips).lower()}", "--render_processes=1",
-  ]  # fmt: skip
-  server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-  deadline = time.time() + 120
-  while time.time() < deadline:
-    try:
-      urllib.request.urlopen(f"http://127.0.0.1:{port}/api/labels", timeout=1)
-      return server
-    except (urllib.error.URLError, ConnectionError):
-      time.sleep(0.2)
-  server.kill()
-  raise AssertionError(f"the server did not start: {server.stderr.read().decode()}")
+  return start_app(workdir, port, clips=clips)
 
 
 def http_post(port: int, path: str, body: dict) -> dict:

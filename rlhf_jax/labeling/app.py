@@ -34,7 +34,7 @@ import flask
 from werkzeug.exceptions import HTTPException
 
 from rlhf_jax.labeling import render
-from rlhf_jax.labeling.store import CHOICES, LabelError, Store
+from rlhf_jax.labeling.store import LabelError, Store
 
 STORE_NAME = "labels.sqlite"
 CLIP_DIR_NAME = "clips"
@@ -56,11 +56,9 @@ def is_loopback(host: str) -> bool:
 def create_app(workdir: str, token: str | None = None, clips: bool = True) -> flask.Flask:
   """The app for the store in `workdir`. With `clips=False` pairs are handed out without
   waiting for their clips (for scripts that label through the API)."""
-  os.makedirs(workdir, exist_ok=True)
-  store = Store(store_path(workdir))
+  store = Store(store_path(workdir))  # creates the workdir if need be
   clip_dir = os.path.join(workdir, CLIP_DIR_NAME)
   app = flask.Flask(__name__)
-  app.config.update(STORE=store, CLIP_DIR=clip_dir, TOKEN=token)
 
   def fail(status: int, message: str):
     flask.abort(flask.make_response(flask.jsonify(error=message), status))
@@ -119,7 +117,7 @@ def create_app(workdir: str, token: str | None = None, clips: bool = True) -> fl
 
   @app.get("/")
   def page():
-    return flask.render_template("label.html", choices=CHOICES)
+    return flask.render_template("label.html")
 
   @app.get("/api/next")
   def next_pair():

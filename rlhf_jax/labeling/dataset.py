@@ -116,8 +116,7 @@ def load(data_dir: str, name: str = NAME) -> tuple[dict, dict]:
       r["source"].decode() if isinstance(r["source"], bytes) else r["source"] for r in rows
     ],
   }
-  info = tfds.builder(name, data_dir=data_dir).info
-  return arrays, dict(info.metadata or {})
+  return arrays, dict(source.dataset_info.metadata or {})
 
 
 def from_store(workdir: str) -> tuple[list[dict], dict]:
@@ -137,8 +136,9 @@ def from_store(workdir: str) -> tuple[list[dict], dict]:
 
 def from_checkpoint(workdir: str) -> tuple[list[dict], dict]:
   """The labels in the preference buffer of `workdir`'s newest checkpoint."""
-  from rlhf_jax import checkpoint, envs, loop  # noqa: PLC0415
+  from rlhf_jax import checkpoint, loop  # noqa: PLC0415
   from rlhf_jax import config as config_lib  # noqa: PLC0415
+  from rlhf_jax.labeling import render  # noqa: PLC0415
 
   config = config_lib.load_json(os.path.join(workdir, "config.json"))
   trainer = loop.make_trainer(config)
@@ -168,13 +168,7 @@ def from_checkpoint(workdir: str) -> tuple[list[dict], dict]:
     }
     for i in range(size)
   ]
-  meta = {
-    "env_name": config.env.name,
-    "backend": config.env.backend,
-    "dt": envs.control_dt(trainer.env, config.env.action_repeat),
-    "segment_length": trainer.segment_length,
-  }
-  return examples, meta
+  return examples, render.clip_meta(config, trainer)
 
 
 def export(workdir: str, data_dir: str, name: str = NAME, source: str = "auto") -> str:

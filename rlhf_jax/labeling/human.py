@@ -24,8 +24,7 @@ import uuid
 import jax
 import numpy as np
 
-from rlhf_jax import envs
-from rlhf_jax.labeling import app
+from rlhf_jax.labeling import app, render
 from rlhf_jax.labeling.store import Store
 from rlhf_jax.types import Segment
 
@@ -52,14 +51,7 @@ class HumanTeacher:
   def __init__(self, config, trainer, workdir: str, log):
     self.config, self.trainer, self.log = config, trainer, log
     self.store = Store(app.store_path(workdir))
-    self.store.set_meta(
-      {
-        "env_name": config.env.name,
-        "backend": config.env.backend,
-        "dt": envs.control_dt(trainer.env, config.env.action_repeat),
-        "segment_length": trainer.segment_length,
-      }
-    )
+    self.store.set_meta(render.clip_meta(config, trainer))
     # Labels due after i iterations: the initial ones, then the schedule's.
     schedule = np.concatenate([[0], np.cumsum(trainer.label_schedule)])
     self.due_after = trainer.num_initial_labels + schedule
@@ -91,18 +83,19 @@ class HumanTeacher:
       return self._ingest(state, mark)
     iterations = (chunks_done + 1) * self.config.iterations_per_chunk
     due = int(self.due_after[min(iterations, len(self.due_after) - 1)])
-    missing = due - self.store.counts()["pairs"]
-    if missing > 0:
+    queued = self.store.counts()["pairs"]
+    if due > queued:
       # Before any label, the ensemble's disagreement means nothing: the first are uniform.
       method = "uniform" if int(state.preferences.labels_used) == 0 else self.config.queries.method
-      self._queue(state, chunks_done, missing, method)
+      self._queue(state, chunks_done, queued, due - queued, method)
     if self.config.human.wait:
       return self._wait_and_ingest(state, mark)
     return self._ingest(state, mark)
 
-  def _queue(self, state, chunk: int, count: int, method: str) -> None:
+  def _queue(self, state, chunk: int, queued: int, count: int, method: str) -> None:
+    """Proposes `count` pairs after the `queued` ones and puts them in the store."""
     size = -(-count // PROPOSE_MULTIPLE) * PROPOSE_MULTIPLE
-    key = jax.random.fold_in(jax.random.fold_in(self.key, chunk), self.store.counts()["pairs"])
+    key = jax.random.fold_in(jax.random.fold_in(self.key, chunk), queued)
     first, second = self.trainer.propose(state, key, size, method)
     first, second = segment_rows(first)[:count], segment_rows(second)[:count]
     env_steps = self.trainer.initial_env_steps + chunk * self.steps_per_chunk

@@ -159,6 +159,18 @@ class ClipPool:
       self._pool = None
 
 
+def clip_meta(config, trainer) -> dict:
+  """What rendering a run's segments again needs (kept in the store and in datasets)."""
+  from rlhf_jax import envs  # noqa: PLC0415
+
+  return {
+    "env_name": config.env.name,
+    "backend": config.env.backend,
+    "dt": envs.control_dt(trainer.env, config.env.action_repeat),
+    "segment_length": trainer.segment_length,
+  }
+
+
 def mj_model_of(env_name: str, backend: str):
   """The MuJoCo model that Brax builds for `env_name` (what the clips show)."""
   from rlhf_jax import envs  # noqa: PLC0415 (imports Brax and JAX: only when needed)

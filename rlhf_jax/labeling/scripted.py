@@ -9,6 +9,9 @@ posts the answer. For demos and tests of `teacher=human` without a person at han
 
 import argparse
 import json
+import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +20,36 @@ import numpy as np
 
 from rlhf_jax.labeling import app
 from rlhf_jax.labeling.store import Store
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that nothing listens on right now."""
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    return probe.getsockname()[1]
+
+
+def start_app(workdir: str, port: int, clips: bool = True, render_processes: int = 1, log=None):
+  """Starts `python -m rlhf_jax.label` on `port` and returns its Popen once it answers.
+  Its output goes to the file `log`, or is dropped (stderr kept for the error)."""
+  command = [
+    sys.executable, "-m", "rlhf_jax.label", f"--workdir={workdir}", f"--port={port}",
+    f"--clips={str(clips).lower()}", f"--render_processes={render_processes}",
+  ]  # fmt: skip
+  if log is None:
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  else:
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+  deadline = time.time() + 120
+  while time.time() < deadline and server.poll() is None:
+    try:
+      urllib.request.urlopen(f"http://127.0.0.1:{port}/api/labels", timeout=1)
+      return server
+    except (urllib.error.URLError, ConnectionError):
+      time.sleep(0.2)
+  server.kill()
+  said = server.stderr.read().decode() if log is None else f"see {log.name}"
+  raise RuntimeError(f"the labeling app did not start: {said}")
 
 
 def oracle_choice(store: Store, pair_id: int) -> str:
