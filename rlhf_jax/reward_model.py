@@ -7,20 +7,20 @@
                                               (the teacher answers at random w.p. noise)
 
 Each member trains on its own bootstrap sample of the labels (Poisson(1) weights drawn
-when a label arrives), a fixed 1/e of the labels is held out for validation, and each
-member's L2 weight is adapted so that its validation loss stays 1.1–1.5× its training
-loss. The reward PPO sees is each member's output normalized to zero mean and unit std
-over recent rollouts, then averaged over members. With `reward.normalize_mean=False` only
-the scale is normalized: where episodes can end early, segments differ in length and the
-labels pin down the reward's offset (a bonus for staying alive), which centering would
-erase.
+when a label arrives). The labels a member's sample leaves out (weight 0: 1/e of them)
+are its validation set, so each member holds out 1/e of the labels as in the paper, yet
+all but e^-M of the labels train some member. Each member's L2 weight is adapted so that
+its validation loss stays 1.1–1.5× its training loss. The reward PPO sees is each
+member's output normalized to zero mean and unit std over recent rollouts, then averaged
+over members. With `reward.normalize_mean=False` only the scale is normalized: where
+episodes can end early, segments differ in length and the labels pin down the reward's
+offset (a bonus for staying alive), which centering would erase.
 
 The members' parameters are stacked on a leading axis [M, ...] and applied with `vmap`;
 Adam is elementwise, so one optax optimizer over the stack trains each member on its own.
 """
 
 import functools
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -36,7 +36,6 @@ from rlhf_jax.segments import ring_write
 from rlhf_jax.types import Segment
 
 INPUTS = ("obs_action", "obs", "obs_next_obs")
-_HOLDOUT_FRACTION = 1 / math.e
 _L2_STEP = 1.02  # factor by which the L2 weight moves per training step
 _L2_RANGE = (1e-6, 0.1)
 _EMA_DECAY = 0.9  # of the loss averages that steer the L2 weight
@@ -48,8 +47,7 @@ class PreferenceBuffer(NamedTuple):
   first: Segment  # [P, K, ...]
   second: Segment  # [P, K, ...]
   label: jax.Array  # float32 [P]: P(first ≻ second) as the teacher said: 1, 0 or 0.5
-  holdout: jax.Array  # bool [P]: kept for validation, never trained on
-  bootstrap: jax.Array  # float32 [P, M]: each member's Poisson(1) weight of the pair
+  bootstrap: jax.Array  # float32 [P, M]: each member's Poisson(1) weight; 0: held out
   next_index: jax.Array  # int32 []
   size: jax.Array  # int32 []
 
@@ -73,6 +71,7 @@ class RewardModel(NamedTuple):
   step_rewards: Callable  # (params, inputs, obs, action, next_obs) -> raw rewards [M, ...]
   segment_returns: Callable  # (params, inputs, Segment [..., K]) -> raw returns [M, ...]
   update: Callable  # (state, PreferenceBuffer, key, num_steps) -> (state, metrics)
+  validate: Callable  # (params, inputs, PreferenceBuffer, index [B]) -> held-out loss [M], ...
   normalized_reward: Callable  # (state, obs, action, next_obs) -> (state, reward [...])
   normalize: Callable  # (state, raw [M, ...]) -> ensemble mean of normalized rewards
 
@@ -113,7 +112,6 @@ def init_preference_buffer(example_segment: Segment, capacity: int, ensemble_siz
     first=jax.tree.map(zeros, example_segment),
     second=jax.tree.map(zeros, example_segment),
     label=jnp.zeros((capacity,), jnp.float32),
-    holdout=jnp.zeros((capacity,), bool),
     bootstrap=jnp.zeros((capacity, ensemble_size), jnp.float32),
     next_index=jnp.zeros((), jnp.int32),
     size=jnp.zeros((), jnp.int32),
@@ -121,14 +119,10 @@ def init_preference_buffer(example_segment: Segment, capacity: int, ensemble_siz
 
 
 def add_preferences(buffer: PreferenceBuffer, key, first, second, labels, keep):
-  """Writes the pairs with `keep` ([Q] bool) after the newest; draws holdout and bootstrap."""
-  ensemble_size = buffer.bootstrap.shape[1]
-  key_holdout, key_bootstrap = jax.random.split(key)
-  num_pairs = labels.shape[0]
-  holdout = jax.random.bernoulli(key_holdout, _HOLDOUT_FRACTION, (num_pairs,))
-  bootstrap = jax.random.poisson(key_bootstrap, 1.0, (num_pairs, ensemble_size))
-  rows = (first, second, labels, holdout, bootstrap.astype(jnp.float32))
-  stored = (buffer.first, buffer.second, buffer.label, buffer.holdout, buffer.bootstrap)
+  """Writes the pairs with `keep` ([Q] bool) after the newest; draws their bootstrap weights."""
+  bootstrap = jax.random.poisson(key, 1.0, (labels.shape[0], buffer.bootstrap.shape[1]))
+  rows = (first, second, labels, bootstrap.astype(jnp.float32))
+  stored = (buffer.first, buffer.second, buffer.label, buffer.bootstrap)
   stored, next_index, size = ring_write(stored, rows, keep, buffer.next_index, buffer.size)
   return PreferenceBuffer(*stored, next_index=next_index, size=size)
 
@@ -199,7 +193,9 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     )
 
   def member_loss(member_params, inputs, l2, buffer: PreferenceBuffer, index, weight):
-    """One member's weighted loss on the pairs `index` ([B]) of the buffer."""
+    """One member's weighted loss on the pairs `index` ([B]) of the buffer, and as aux
+    its data loss, accuracy, and loss on the pairs among them it holds out (weight 0:
+    they cost no extra forward pass) and whether there were any."""
     take = lambda tree: jax.tree.map(lambda x: x[index], tree)
     expand = lambda p: jax.tree.map(lambda x: x[None], p)  # a one-member "ensemble"
     return_first = segment_returns(expand(member_params), inputs, take(buffer.first))[0]
@@ -209,8 +205,10 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     data_loss = weighted_mean(losses, weight)
     strict = weight * (labels != 0.5)
     accuracy = weighted_mean(correct(return_first, return_second, labels), strict)
+    held_out = (weight == 0) & (index < buffer.size)
+    val_loss = weighted_mean(losses, held_out)
     squares = sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(member_params))
-    return data_loss + l2 * squares, (data_loss, accuracy)
+    return data_loss + l2 * squares, (data_loss, accuracy, val_loss, jnp.any(held_out))
 
   def ensemble_loss(params, inputs, l2, buffer, index, weight):
     losses, aux = jax.vmap(member_loss, in_axes=(0, None, 0, None, 0, 0))(
@@ -234,23 +232,19 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     """`num_steps` Adam steps on bootstrap minibatches.
 
     After each step the L2 weight moves by one notch, steered by running averages of the
-    training loss and of the loss on a minibatch of held-out pairs.
+    training loss and of the loss on the held-out pairs that the minibatch drew.
     """
     batch_size = reward_config.batch_size
     size = jnp.maximum(buffer.size, 1)
-    filled = jnp.arange(buffer.label.shape[0]) < buffer.size
-    trainable, held_out = (~buffer.holdout) & filled, buffer.holdout & filled
 
     def train_step(carry, key_step):
       params, optimizer_state, l2, train_ema, val_ema = carry
-      key_train, key_val = jax.random.split(key_step)
-      index = jax.random.randint(key_train, (ensemble_size, batch_size), 0, size)
-      weight = trainable[index] * buffer.bootstrap[index, jnp.arange(ensemble_size)[:, None]]
-      grads, (train_loss, accuracy) = grad_fn(params, state.inputs, l2, buffer, index, weight)
+      index = jax.random.randint(key_step, (ensemble_size, batch_size), 0, size)
+      weight = buffer.bootstrap[index, jnp.arange(ensemble_size)[:, None]]  # 0 past size
+      grads, aux = grad_fn(params, state.inputs, l2, buffer, index, weight)
+      train_loss, accuracy, val_loss, has_val = aux
       updates, optimizer_state = optimizer.update(grads, optimizer_state, params)
       params = optax.apply_updates(params, updates)
-      val_index = jax.random.randint(key_val, (batch_size,), 0, size)
-      val_loss, _, has_val = validate(params, state.inputs, buffer, val_index, held_out[val_index])
       l2, train_ema, val_ema = adapt_l2(l2, train_ema, val_ema, train_loss, val_loss, has_val)
       return (params, optimizer_state, l2, train_ema, val_ema), (train_loss, accuracy)
 
@@ -262,7 +256,7 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     )
     train_loss, train_accuracy = train_loss.mean(0), train_accuracy.mean(0)  # [M]
     index = jax.random.randint(key_val, (reward_config.validation_batch_size,), 0, size)
-    val_loss, ensemble_accuracy, _ = validate(params, state.inputs, buffer, index, held_out[index])
+    val_loss, ensemble_accuracy, _ = validate(params, state.inputs, buffer, index)
 
     new_state = state.replace(
       params=params,
@@ -280,22 +274,24 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     }
     return new_state, metrics
 
-  def validate(params, inputs, buffer: PreferenceBuffer, index, held_out):
-    """Each member's loss [M] and the ensemble's accuracy on the held-out pairs `index`.
-
-    The ensemble's prediction is the members' mean P(first ≻ second); pairs labelled 0.5
-    count toward the loss but not the accuracy.
-    """
+  def validate(params, inputs, buffer: PreferenceBuffer, index):
+    """Each member's loss [M] on its held-out pairs (bootstrap weight 0) among the pairs
+    `index` ([B]), the ensemble's out-of-bag accuracy on them, and whether each member had
+    any. A pair's out-of-bag prediction is the mean P(first ≻ second) of the members that
+    never trained on it; pairs every member trained on are skipped, and pairs labelled 0.5
+    count toward the loss but not the accuracy."""
     take = lambda tree: jax.tree.map(lambda x: x[index], tree)
     returns_first = segment_returns(params, inputs, take(buffer.first))  # [M, B]
     returns_second = segment_returns(params, inputs, take(buffer.second))
     labels = buffer.label[index]
-    weight = held_out.astype(jnp.float32)
+    held_out = (buffer.bootstrap[index] == 0) & (index < buffer.size)[:, None]  # [B, M]
+    weight = held_out.T.astype(jnp.float32)  # [M, B]
     losses = bradley_terry_loss(returns_first, returns_second, labels, reward_config.label_noise)
     member_losses = weighted_mean(losses, weight)
-    p_first = jnp.mean(jax.nn.sigmoid(returns_first - returns_second), axis=0)
-    accuracy = weighted_mean(correct(p_first, 0.5, labels), weight * (labels != 0.5))
-    return member_losses, accuracy, jnp.sum(weight) > 0
+    p_first = weighted_mean(jax.nn.sigmoid(returns_first - returns_second), weight, axis=0)
+    judged = jnp.max(weight, axis=0) * (labels != 0.5)
+    accuracy = weighted_mean(correct(p_first, 0.5, labels), judged)
+    return member_losses, accuracy, jnp.sum(weight, axis=1) > 0
 
   def normalize(state: RewardModelState, raw):
     """Ensemble mean of each member's raw rewards ([M, ...]) in standard units."""
@@ -323,6 +319,7 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     step_rewards=step_rewards,
     segment_returns=segment_returns,
     update=update,
+    validate=validate,
     normalized_reward=normalized_reward,
     normalize=normalize,
   )

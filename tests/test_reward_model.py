@@ -37,7 +37,7 @@ def _segments(key, num, length, obs_size, weights):
   return Segment(obs, obs[..., :1], obs, true_reward, jnp.ones((num, length)), obs[..., :1])
 
 
-def test_buffer_keeps_the_newest_labels_and_holds_out_about_one_in_e():
+def test_buffer_keeps_the_newest_labels_and_each_member_holds_out_about_one_in_e():
   example = Segment(*(jnp.zeros((3, 2)),) * 3, jnp.zeros(3), jnp.zeros(3), jnp.zeros((3, 2)))
   buffer = reward_model.init_preference_buffer(example, capacity=1000, ensemble_size=3)
   segment = lambda n, v: Segment(
@@ -59,8 +59,10 @@ def test_buffer_keeps_the_newest_labels_and_holds_out_about_one_in_e():
     jnp.array([True, True]),
   )
   assert buffer.label[0] == -1 and buffer.label[1] == -2  # the two oldest went first
-  assert abs(float(jnp.mean(buffer.holdout)) - 1 / math.e) < 0.05
   assert abs(float(jnp.mean(buffer.bootstrap)) - 1.0) < 0.1  # Poisson(1) weights
+  held_out = np.asarray(buffer.bootstrap) == 0  # [P, M]: a member's validation pairs
+  np.testing.assert_allclose(held_out.mean(0), 1 / math.e, atol=0.05)
+  assert np.mean(held_out.all(1)) < 0.1  # the members hold out different pairs (e^-3)
 
 
 def test_fit_to_labels_of_a_known_linear_reward_recovers_it():
@@ -102,3 +104,65 @@ def test_normalized_reward_has_zero_mean_and_unit_std_per_member():
   raw = model.step_rewards(state.params, state.inputs, obs, action, obs)
   per_member = (raw - raw.mean(1, keepdims=True)) / raw.std(1, keepdims=True)
   np.testing.assert_allclose(reward, per_member.mean(0), atol=1e-4)
+
+
+def test_validation_loss_and_out_of_bag_accuracy_match_numpy():
+  """Each member is validated on the pairs its bootstrap left out; a pair's out-of-bag
+  prediction averages only the members that never trained on it."""
+  obs_size, length, num = 4, 5, 40
+  config = config_lib.default_config()
+  config.reward.inputs = "obs"
+  model = reward_model.make_reward_model(config, obs_size, 1)
+  weights = jnp.arange(obs_size, dtype=jnp.float32)
+  first, second = (
+    _segments(k, num, length, obs_size, weights) for k in jax.random.split(jax.random.PRNGKey(0))
+  )
+  labels = jnp.asarray(np.random.default_rng(0).choice([0.0, 0.5, 1.0], num), jnp.float32)
+  example = jax.tree.map(lambda x: x[0], first)
+  buffer = reward_model.init_preference_buffer(example, 64, config.reward.ensemble_size)
+  buffer = reward_model.add_preferences(
+    buffer, jax.random.PRNGKey(1), first, second, labels, jnp.ones(num, bool)
+  )
+  state = model.init(jax.random.PRNGKey(2))
+  index = jnp.arange(50)  # the last 10 rows are empty: never validated on
+  losses, accuracy, has_val = model.validate(state.params, state.inputs, buffer, index)
+
+  returns = lambda s: np.asarray(model.segment_returns(state.params, state.inputs, s))
+  r1, r2, y = returns(first), returns(second), np.asarray(labels)  # [M, N], [M, N], [N]
+  held_out = np.asarray(buffer.bootstrap)[:num] == 0  # [N, M]
+  p = 0.05 + 0.9 / (1 + np.exp(-(r1 - r2)))  # with the default 10% label noise
+  pair_losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+  for m in range(config.reward.ensemble_size):
+    np.testing.assert_allclose(losses[m], pair_losses[m][held_out[:, m]].mean(), rtol=1e-5)
+  assert np.all(np.asarray(has_val))
+  judged = [i for i in range(num) if held_out[i].any() and y[i] != 0.5]
+  p_oob = {i: np.mean((1 / (1 + np.exp(r2 - r1)))[held_out[i], i]) for i in judged}
+  expected = np.mean([(p_oob[i] > 0.5) == (y[i] == 1) for i in judged])
+  assert 0 < len(judged) < num
+  assert float(accuracy) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("labels_from", ["coin flips", "a linear reward"])
+def test_l2_rises_when_members_overfit_and_falls_when_they_generalize(labels_from):
+  """The adaptive L2 weight (kept where validation loss is 1.1-1.5x training loss)."""
+  obs_size, length = 6, 10
+  config = config_lib.default_config()
+  config.reward.inputs = "obs"
+  model = reward_model.make_reward_model(config, obs_size, 1)
+  weights = jax.random.normal(jax.random.PRNGKey(0), (obs_size,))
+  num = 30 if labels_from == "coin flips" else 1000
+  keys = jax.random.split(jax.random.PRNGKey(1), 2)
+  first, second = (_segments(k, num, length, obs_size, weights) for k in keys)
+  labels, valid = teachers.label(TeacherParams(), jax.random.PRNGKey(2), first, second, 0.0)
+  if labels_from == "coin flips":
+    labels = jax.random.bernoulli(jax.random.PRNGKey(3), 0.5, (num,)).astype(jnp.float32)
+  example = jax.tree.map(lambda x: x[0], first)
+  buffer = reward_model.init_preference_buffer(example, 3000, config.reward.ensemble_size)
+  buffer = reward_model.add_preferences(buffer, jax.random.PRNGKey(4), first, second, labels, valid)
+  state = model.init(jax.random.PRNGKey(5))
+  state, _ = jax.jit(lambda s: model.update(s, buffer, jax.random.PRNGKey(6), 400))(state)
+  l2 = np.asarray(state.l2)
+  if labels_from == "coin flips":
+    assert np.all(l2 > 10 * config.reward.l2_init), l2
+  else:
+    assert np.all(l2 < config.reward.l2_init), l2
