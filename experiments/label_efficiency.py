@@ -15,7 +15,8 @@ and prints, per condition, the mean final return over seeds and its ratio to tru
 PPO: (learned - initial) / (true - initial), the share of the true-reward run's gain
 over the untrained policy (meaningful for negative returns too). The preference runs'
 first iteration only collects the initial labels: they take one iteration more of env
-steps than the true-reward run.
+steps than the true-reward run. CSVs are rewritten as each run ends; `--resume` reruns
+only the (condition, seed) pairs they lack.
 """
 
 import argparse
@@ -140,6 +141,12 @@ def main(argv=None):
   parser.add_argument(
     "--summarize", action="store_true", help="only re-read --out's CSVs, print and plot"
   )
+  parser.add_argument(
+    "--resume",
+    action="store_true",
+    help="keep the runs already in --out's CSVs (same config and seed give the same run) "
+    "and run only the missing ones",
+  )
   args = parser.parse_args(argv)
   if args.summarize:
     return report(
@@ -161,8 +168,15 @@ def main(argv=None):
 
   os.makedirs(args.out, exist_ok=True)
   curves, rows = [], []
+  if args.resume and os.path.exists(os.path.join(args.out, "final.csv")):
+    curves, rows = read_csv(args.out, "curves.csv"), read_csv(args.out, "final.csv")
+    log(f"resuming: {len(rows)} runs already in {args.out}")
+  done = {(row["condition"], row["seed"]) for row in rows}
+  curves = [c for c in curves if (c["condition"], c["seed"]) in done]
   for seed in (int(s) for s in args.seeds.split(",")):
     for condition, config in conditions:
+      if (condition, seed) in done:
+        continue
       curve, row = run(config, seed, condition, log)
       curves += curve
       rows.append(row)
