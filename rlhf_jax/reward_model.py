@@ -240,7 +240,7 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     def train_step(carry, key_step):
       params, optimizer_state, l2, train_ema, val_ema = carry
       index = jax.random.randint(key_step, (ensemble_size, batch_size), 0, size)
-      weight = buffer.bootstrap[index, jnp.arange(ensemble_size)[:, None]]  # 0 past size
+      weight = buffer.bootstrap[index, jnp.arange(ensemble_size)[:, None]]  # [M, B]
       grads, aux = grad_fn(params, state.inputs, l2, buffer, index, weight)
       train_loss, accuracy, val_loss, has_val = aux
       updates, optimizer_state = optimizer.update(grads, optimizer_state, params)
