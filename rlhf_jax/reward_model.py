@@ -127,6 +127,12 @@ def add_preferences(buffer: PreferenceBuffer, key, first, second, labels, keep):
   return PreferenceBuffer(*stored, next_index=next_index, size=size)
 
 
+def held_out(bootstrap_weight, index, size):
+  """Where a member validates: the pairs `index` ([B]) whose bootstrap weight
+  ([..., B]) is 0, among the `size` stored ones."""
+  return (bootstrap_weight == 0) & (index < size)
+
+
 class _MLP(linen.Module):
   hidden_sizes: tuple[int, ...]
 
@@ -205,10 +211,10 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     data_loss = weighted_mean(losses, weight)
     strict = weight * (labels != 0.5)
     accuracy = weighted_mean(correct(return_first, return_second, labels), strict)
-    held_out = (weight == 0) & (index < buffer.size)
-    val_loss = weighted_mean(losses, held_out)
+    validation = held_out(weight, index, buffer.size)
+    val_loss = weighted_mean(losses, validation)
     squares = sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(member_params))
-    return data_loss + l2 * squares, (data_loss, accuracy, val_loss, jnp.any(held_out))
+    return data_loss + l2 * squares, (data_loss, accuracy, val_loss, jnp.any(validation))
 
   def ensemble_loss(params, inputs, l2, buffer, index, weight):
     losses, aux = jax.vmap(member_loss, in_axes=(0, None, 0, None, 0, 0))(
@@ -284,8 +290,7 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
     returns_first = segment_returns(params, inputs, take(buffer.first))  # [M, B]
     returns_second = segment_returns(params, inputs, take(buffer.second))
     labels = buffer.label[index]
-    held_out = (buffer.bootstrap[index] == 0) & (index < buffer.size)[:, None]  # [B, M]
-    weight = held_out.T.astype(jnp.float32)  # [M, B]
+    weight = held_out(buffer.bootstrap[index].T, index, buffer.size).astype(jnp.float32)  # [M, B]
     losses = bradley_terry_loss(returns_first, returns_second, labels, reward_config.label_noise)
     member_losses = weighted_mean(losses, weight)
     p_first = weighted_mean(jax.nn.sigmoid(returns_first - returns_second), weight, axis=0)

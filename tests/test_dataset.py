@@ -13,16 +13,9 @@ from rlhf_jax.labeling import app as labeling_app
 from rlhf_jax.labeling import dataset
 from rlhf_jax.labeling.store import LABEL_OF_CHOICE, Store
 from rlhf_jax.types import Segment
+from tests.test_experiments import experiment
 from tests.test_labeling_app import add_pairs
-from tests.test_loop import REPO, tiny_pref_config
-
-
-def offline_module():
-  path = os.path.join(REPO, "experiments", "train_reward_offline.py")
-  spec = importlib.util.spec_from_file_location("train_reward_offline", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from tests.test_loop import tiny_pref_config
 
 
 def test_tensorflow_is_not_needed():
@@ -74,7 +67,7 @@ def test_simulated_labels_export_and_fit_offline(tmp_path):
   np.testing.assert_array_equal(arrays["first"]["qpos"], qpos)
   assert meta["env_name"] == "reacher" and set(arrays["source"]) == {"oracle"}
 
-  offline = offline_module()
+  offline = experiment("train_reward_offline")
   fitted = offline.fit(arrays, config, steps=600, test_fraction=0.25, seed=0, log=print)
   assert fitted["test_pairs"] == 50 and fitted["train_pairs"] == size - 50
   # Held-out pairs, never trained on: 0.70 untrained (a random net half-ranks reacher's

@@ -9,6 +9,7 @@ from tests.test_loop import REPO
 
 
 def experiment(name):
+  """experiments/<name>.py as a module (the folder is not a package)."""
   path = os.path.join(REPO, "experiments", f"{name}.py")
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
