@@ -18,6 +18,7 @@ puts back an equivalent for Brax's use (replicate a pytree over local devices).
 """
 
 import argparse
+import contextlib
 import csv
 import functools
 import json
@@ -49,7 +50,10 @@ def _shim_jax():
 
 _shim_jax()
 
-from brax import envs as brax_envs  # noqa: E402
+# Brax's first import loads MJX, which prints "Failed to import warp" (an optional GPU
+# backend) to stdout; stdout carries these scripts' tables and JSON, so that goes to stderr.
+with contextlib.redirect_stdout(sys.stderr):
+  from brax import envs as brax_envs  # noqa: E402
 from brax.training.agents.ppo import networks as brax_ppo_networks  # noqa: E402
 from brax.training.agents.ppo import train as brax_ppo_train  # noqa: E402
 

@@ -160,6 +160,14 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
       if human is not None:  # a signal ends its waiting for labels
         human.stop_requested = lambda: signals.received is not None
         state = human.start(state, first_chunk, resumed=restored is not None)
+        stop = signals.shared()
+        if stop:  # stopped while waiting for labels: nothing trained, nothing to save
+          raise Interrupted(
+            stop,
+            f"stopped by {signal.Signals(stop).name} before chunk {first_chunk + 1} of "
+            f"{num_chunks}; the labels are kept in {human.store.path}. Rerun the same "
+            "command to resume.",
+          )
       for index in range(first_chunk, num_chunks):
         chunk_start = time.perf_counter()
         state, chunk_metrics = chunk(state)

@@ -138,6 +138,27 @@ def test_asynchronous_labels_flow_in_while_training_goes_on(tmp_path):
 
 
 @pytest.mark.slow  # two runs, about 40 s; the store's side is tested by default
+def test_a_signal_while_waiting_for_the_first_labels_stops_before_any_chunk(tmp_path):
+  """Nobody labels; SIGTERM while the run waits: it stops at once, trains no chunk, saves
+  nothing, and the queued pairs stay in the store for the rerun."""
+  workdir = str(tmp_path / "run")
+  config = human_config()
+  store = Store(labeling_app.store_path(workdir))
+
+  def stop_once_queued():
+    while store.counts()["pairs"] == 0:
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  threading.Thread(target=stop_once_queued, daemon=True).start()
+  with pytest.raises(train.Interrupted, match="before chunk 1 of 4"):
+    train.train(config, workdir)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    assert f.read() == ""
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == []
+  assert store.counts()["waiting"] == store.counts()["pairs"] > 0
+
+
 def test_resume_takes_again_the_labels_its_checkpoint_lacks(tmp_path, monkeypatch):
   """Stopped after chunk 2, then (as if a run had died before its next save) labels
   marked as used after it: the resumed run takes them again; none is lost or doubled."""

@@ -238,3 +238,28 @@ def test_a_fresh_label_waits_out_the_grace_period(workdir):
   assert store.take_labels(chunk=1, older_than=10) == []  # still undoable
   now[0] += 6
   assert [r["pair_id"] for r in store.take_labels(chunk=1, older_than=10)] == [1]
+
+
+def test_a_failing_clip_renderer_backs_off_and_recovers(workdir, capsys):
+  """Each failure in a row doubles the wait (up to a cap); a success resets it."""
+  renderer = labeling_app.ClipRenderer(workdir, poll_seconds=1.0)
+  outcomes = iter([RuntimeError("no GL")] * 8 + [3, 0])
+  waits = []
+
+  def render_waiting():
+    outcome = next(outcomes)
+    if isinstance(outcome, Exception):
+      raise outcome
+    return outcome
+
+  def wait(seconds):
+    waits.append(seconds)
+    if len(waits) == 9:
+      renderer.stopped.set()
+
+  renderer.render_waiting = render_waiting
+  renderer.stopped.wait = wait
+  renderer.run()
+  assert waits == [2, 4, 8, 16, 32, 60, 60, 60, 1.0]
+  printed = capsys.readouterr().out
+  assert "rendering clips failed (8 in a row): RuntimeError('no GL'); retrying in 60 s" in printed

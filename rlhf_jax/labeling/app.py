@@ -38,6 +38,7 @@ from rlhf_jax.labeling.store import LabelError, Store
 
 STORE_NAME = "labels.sqlite"
 CLIP_DIR_NAME = "clips"
+MAX_RETRY_SECONDS = 60.0  # the longest a failing clip renderer waits before it tries again
 
 
 def store_path(workdir: str) -> str:
@@ -195,11 +196,20 @@ class ClipRenderer(threading.Thread):
       self.pool.close()
 
   def run(self):
+    failures = 0  # in a row: each doubles the wait, up to MAX_RETRY_SECONDS
     while not self.stopped.is_set():
+      wait = self.poll_seconds
       try:
         if self.render_waiting():
+          failures = 0
           continue
+        failures = 0
       except Exception as error:  # noqa: BLE001 (keep serving; say what failed)
-        print(f"rendering clips failed: {error!r}", flush=True)
-      self.stopped.wait(self.poll_seconds)
+        failures += 1
+        wait = min(self.poll_seconds * 2**failures, MAX_RETRY_SECONDS)
+        print(
+          f"rendering clips failed ({failures} in a row): {error!r}; retrying in {wait:.0f} s",
+          flush=True,
+        )
+      self.stopped.wait(wait)
     self.close()
