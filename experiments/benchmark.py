@@ -14,7 +14,8 @@ On the same env, backend, num_envs, unroll length and batch (from `configs/<env>
             config with `reward.source = "learned"`
 
 Each runs `--chunks` chunks (Brax: as many epochs of the same env steps). Printed per
-trainer: env steps/s, the median over chunks (epochs) so that compilation is left out;
+trainer: env steps/s, the median over chunks (Brax: over epochs after the second, since
+it compiles in its first two) so that compilation is left out;
 and startup seconds, the wall time minus the env steps at that rate (compilation,
 initialization, for (c) the initial labels). Then the ratios (b)/(a) and (c)/(a).
 `--repeats N` runs the three N times, interleaved (a, b, c, a, b, c, ...), and keeps each
@@ -37,7 +38,7 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from compare_brax_ppo import REPO, run_brax  # noqa: E402  (also shims jax for Brax)
+from compare_brax_ppo import REPO, run_brax, steady_rates  # noqa: E402  (also shims jax for Brax)
 
 from rlhf_jax import config as config_lib  # noqa: E402
 from rlhf_jax import train  # noqa: E402
@@ -80,7 +81,7 @@ def measure_ours(config) -> dict:
 
 def measure_brax(config) -> dict:
   _, rates, wall = run_brax(config, config.seed)
-  rate = statistics.median(rates[1:] or rates)  # Brax's first epoch includes its compile
+  rate = statistics.median(steady_rates(rates))
   steps = config.total_env_steps
   return {"steps_per_second": rate, "startup_seconds": wall - steps / rate, "env_steps": steps}
 
@@ -146,7 +147,7 @@ def format_rows(rows: list[dict]) -> str:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--env", default="hopper", help="uses configs/<env>.py if present")
-  parser.add_argument("--chunks", type=int, default=5, help="chunks (Brax: epochs) per run")
+  parser.add_argument("--chunks", type=int, default=5, help="chunks (Brax: epochs) per run, >= 3")
   parser.add_argument("--sweep", default="", help="other num_envs to measure, e.g. 64,128,512")
   parser.add_argument("--repeats", type=int, default=1, help="runs of each, keep the fastest")
   parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -154,8 +155,10 @@ def main(argv=None):
   log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
   device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x{jax.device_count()}"
   log(f"devices: {device}")
-  if args.repeats < 1 or args.chunks < 1:
-    parser.error("--repeats and --chunks must be at least 1")
+  if args.repeats < 1 or args.chunks < 3:
+    parser.error(
+      "--repeats must be at least 1 and --chunks at least 3 (Brax compiles in its first two epochs)"
+    )
   main_row = measure(args.env, args.chunks, None, log, args.repeats)
   sweep = [
     measure(args.env, args.chunks, int(n), log, args.repeats) for n in args.sweep.split(",") if n
