@@ -137,7 +137,9 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   ppo_config = config.ppo
   networks = ppo.make_networks(env.observation_size, env.action_size, ppo_config)
   optimizer = ppo.make_optimizer(ppo_config)
-  update = ppo.make_update_fn(networks, optimizer, ppo_config)
+  update = ppo.make_update_fn(
+    networks, optimizer, ppo_config, sharding.minibatch_placement(mesh, ppo_config.batch_size)
+  )
   num_unrolls = config_lib.num_unrolls_per_iteration(config)
   steps_per_iteration = config_lib.env_steps_per_iteration(config)
   learned = config.reward.source == "learned"

@@ -2,6 +2,7 @@
 (XLA_FLAGS=--xla_force_host_platform_device_count=8); skipped anywhere else."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -55,6 +56,22 @@ def test_state_carries_the_intended_shardings(trainers):
       assert leaf.sharding.is_fully_replicated
   state, _ = trainers[1].chunk(state)
   assert state.env_state.obs.sharding.spec == P("data")
+
+
+def test_ppo_minibatches_are_split_over_the_devices(trainers):
+  """Each device computes its share of a minibatch (not the whole one, replicated)."""
+  mesh = trainers[1].mesh
+  place = sharding.minibatch_placement(mesh, batch_size=16)
+  placed = jax.jit(lambda x: place(2 * x))(jnp.ones((4, 3, 16, 5)))
+  assert placed.sharding.spec == P(None, None, "data")
+  assert placed.addressable_shards[0].data.shape == (4, 3, 2, 5)
+  uneven = jnp.ones((4, 3, 12, 5))
+  assert sharding.minibatch_placement(mesh, batch_size=12)(uneven) is uneven
+  # The chunk applies it: its only sharding constraints split the sequences over `data`.
+  trainer = trainers[1]
+  text = trainer.chunk.lower(trainer.init(jax.random.PRNGKey(0))).as_text()
+  constraints = [line for line in text.splitlines() if "sharding_constraint" in line]
+  assert constraints and all('[{}, {}, {"data"}' in line for line in constraints), constraints
 
 
 def test_no_host_transfer_inside_a_chunk_on_8_devices(trainers):

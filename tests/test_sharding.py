@@ -51,7 +51,7 @@ def run_on_eight_devices(marks: str) -> str:
 def test_on_eight_cpu_devices():
   """tests/eight_devices.py: 8 devices against 1, shardings, no host transfer, checkpoints."""
   output = run_on_eight_devices("not slow")
-  assert "4 passed" in output, output[-2000:]
+  assert "5 passed" in output, output[-2000:]
 
 
 @pytest.mark.slow
