@@ -137,7 +137,6 @@ def test_asynchronous_labels_flow_in_while_training_goes_on(tmp_path):
   assert len(taken) == int(result.state.preferences.labels_used) >= used[-1]
 
 
-@pytest.mark.slow  # two runs, about 40 s; the store's side is tested by default
 def test_a_signal_while_waiting_for_the_first_labels_stops_before_any_chunk(tmp_path):
   """Nobody labels; SIGTERM while the run waits: it stops at once, trains no chunk, saves
   nothing, and the queued pairs stay in the store for the rerun."""
@@ -159,6 +158,7 @@ def test_a_signal_while_waiting_for_the_first_labels_stops_before_any_chunk(tmp_
   assert store.counts()["waiting"] == store.counts()["pairs"] > 0
 
 
+@pytest.mark.slow  # two runs, about 40 s; the store's side is tested by default
 def test_resume_takes_again_the_labels_its_checkpoint_lacks(tmp_path, monkeypatch):
   """Stopped after chunk 2, then (as if a run had died before its next save) labels
   marked as used after it: the resumed run takes them again; none is lost or doubled."""

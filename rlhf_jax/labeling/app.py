@@ -200,10 +200,10 @@ class ClipRenderer(threading.Thread):
     while not self.stopped.is_set():
       wait = self.poll_seconds
       try:
-        if self.render_waiting():
-          failures = 0
-          continue
+        rendered = self.render_waiting()
         failures = 0
+        if rendered:
+          continue
       except Exception as error:  # noqa: BLE001 (keep serving; say what failed)
         failures += 1
         wait = min(self.poll_seconds * 2**failures, MAX_RETRY_SECONDS)
