@@ -137,14 +137,13 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   ppo_config = config.ppo
   networks = ppo.make_networks(env.observation_size, env.action_size, ppo_config)
   optimizer = ppo.make_optimizer(ppo_config)
-  update = ppo.make_update_fn(
-    networks, optimizer, ppo_config, sharding.minibatch_placement(mesh, ppo_config.batch_size)
-  )
+  split = sharding.data_splitter(mesh)
+  update = ppo.make_update_fn(networks, optimizer, ppo_config, split)
   num_unrolls = config_lib.num_unrolls_per_iteration(config)
   steps_per_iteration = config_lib.env_steps_per_iteration(config)
   learned = config.reward.source == "learned"
   segment_length = config_lib.segment_length(config, envs.control_dt(env, config.env.action_repeat))
-  model = reward_model.make_reward_model(config, env.observation_size, env.action_size)
+  model = reward_model.make_reward_model(config, env.observation_size, env.action_size, split)
   human = config.teacher == "human"  # labels come from the host, between chunks
   teacher = None if human else teachers.from_config(config)
   queries_config = config.queries
@@ -178,7 +177,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   def choose_pairs(prefs: PreferenceState, key_pool, key_select, num_pairs: int, method: str):
     """`num_pairs` pairs of stored segments to ask about, picked by `method`."""
     pool = num_pairs if method == "uniform" else queries_config.oversampling * num_pairs
-    first, second = segments.sample_pairs(prefs.segments, key_pool, pool)
+    first, second = split(segments.sample_pairs(prefs.segments, key_pool, pool), 0)
     if method != "uniform":  # the pool is already in random order
       rm_state = prefs.reward_model
       returns = lambda pair: model.segment_returns(rm_state.params, rm_state.inputs, pair)
@@ -236,10 +235,8 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
       accumulate, prefs.learned_return, (as_stream(reward), stream_done)
     )
     # How well the learned return of stored segments tracks their true return.
-    sample = jax.tree.map(
-      lambda x: x[jax.random.randint(key, (256,), 0, jnp.maximum(prefs.segments.size, 1))],
-      prefs.segments.segments,
-    )
+    index = split(jax.random.randint(key, (256,), 0, jnp.maximum(prefs.segments.size, 1)), 0)
+    sample = jax.tree.map(lambda x: x[index], prefs.segments.segments)
     raw = model.step_rewards(
       rm_state.params, rm_state.inputs, sample.obs, sample.action, sample.next_obs
     )

@@ -135,13 +135,13 @@ def ppo_loss(params: PPONetworkParams, normalizer, data: Transition, key, networ
   }
 
 
-def make_update_fn(networks, optimizer, ppo_config, place_minibatches=lambda tree: tree):
+def make_update_fn(networks, optimizer, ppo_config, split=lambda tree, axis: tree):
   """Returns update(ppo_state, data [T, B], key) -> (ppo_state, metrics).
 
   Updates the observation statistics with the batch, then runs
   `num_updates_per_batch` epochs, each over `num_minibatches` minibatches of whole
-  sequences (shuffled along B). `place_minibatches` is applied to the shuffled
-  minibatches ([M, T, B/M, ...]): a sharding constraint that splits each over devices.
+  sequences (shuffled along B). `split(minibatches, 2)` ([M, T, B/M, ...]) places each
+  minibatch's sequences over devices (`sharding.data_splitter`).
   """
   num_minibatches = ppo_config.num_minibatches
   loss_and_grad = jax.value_and_grad(
@@ -166,7 +166,7 @@ def make_update_fn(networks, optimizer, ppo_config, place_minibatches=lambda tre
       x = x.reshape(x.shape[:1] + (num_minibatches, -1) + x.shape[2:])
       return jnp.swapaxes(x, 0, 1)
 
-    minibatches = place_minibatches(jax.tree.map(to_minibatches, data))
+    minibatches = split(jax.tree.map(to_minibatches, data), 2)
     (params, optimizer_state, _), metrics = jax.lax.scan(
       functools.partial(minibatch_step, normalizer=normalizer),
       (params, optimizer_state, key_grad),

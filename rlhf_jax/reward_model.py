@@ -151,8 +151,11 @@ def _features(inputs: str, obs, action, next_obs):
   return jnp.concatenate([obs, action], axis=-1)
 
 
-def make_reward_model(config, observation_size: int, action_size: int) -> RewardModel:
-  """Builds the ensemble's pure functions from `config.reward` (read at trace time)."""
+def make_reward_model(
+  config, observation_size: int, action_size: int, split=lambda tree, axis: tree
+) -> RewardModel:
+  """Builds the ensemble's pure functions from `config.reward` (read at trace time).
+  `split(tree, axis)` places the minibatches of pairs over devices (`sharding.data_splitter`)."""
   reward_config = config.reward
   ensemble_size = reward_config.ensemble_size
   network = _MLP(tuple(reward_config.hidden_sizes))
@@ -245,7 +248,7 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
 
     def train_step(carry, key_step):
       params, optimizer_state, l2, train_ema, val_ema = carry
-      index = jax.random.randint(key_step, (ensemble_size, batch_size), 0, size)
+      index = split(jax.random.randint(key_step, (ensemble_size, batch_size), 0, size), 1)
       weight = buffer.bootstrap[index, jnp.arange(ensemble_size)[:, None]]  # [M, B]
       grads, aux = grad_fn(params, state.inputs, l2, buffer, index, weight)
       train_loss, accuracy, val_loss, has_val = aux
@@ -261,7 +264,7 @@ def make_reward_model(config, observation_size: int, action_size: int) -> Reward
       train_step, carry, jax.random.split(key_train, num_steps)
     )
     train_loss, train_accuracy = train_loss.mean(0), train_accuracy.mean(0)  # [M]
-    index = jax.random.randint(key_val, (reward_config.validation_batch_size,), 0, size)
+    index = split(jax.random.randint(key_val, (reward_config.validation_batch_size,), 0, size), 0)
     val_loss, ensemble_accuracy, _ = validate(params, state.inputs, buffer, index)
 
     new_state = state.replace(

@@ -9,10 +9,13 @@ Placement, and why:
 - env states, the per-env segment cutter and running learned returns: split over `data`
   along the env axis. The physics, the rollout and the reward of each step are the bulk
   of the work and need nothing from other devices.
-- PPO's minibatches: split over `data` along their sequences (`minibatch_placement`).
+- PPO's minibatches: split over `data` along their sequences (`data_splitter`).
   The shuffle mixes envs of every device, and left to itself XLA gathered each whole
   minibatch on every device, so 2 devices ran at 0.7x of 1; split, each device computes
   the gradient of its share, and XLA all-reduces it.
+- the reward model's minibatches of labelled pairs, its validation pairs, the candidate
+  pairs scored for queries: split over `data` along the pairs, for the same reason. Each
+  device gathers its share from the replicated buffers and computes its share.
 - network parameters, optimizer states, normalizers, keys, counters: replicated. They are
   small, and every device needs all of them for its envs and its share of the minibatch.
 - the segment and preference buffers: replicated. They are a few MB, queries are drawn
@@ -70,16 +73,21 @@ def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def minibatch_placement(mesh, batch_size: int):
-  """A constraint that splits PPO's minibatches ([M, T, B/M, ...], B/M = `batch_size`)
-  over `data` along their sequences. Without it XLA gathers the whole shuffled batch on
-  every device and each computes every minibatch's gradient; with it each device computes
-  its share and the gradients are all-reduced. The identity when `batch_size` does not
-  divide evenly."""
-  if batch_size % data_size(mesh):
-    return lambda tree: tree
-  split = NamedSharding(mesh, P(None, None, DATA))
-  return lambda tree: jax.lax.with_sharding_constraint(tree, split)
+def data_splitter(mesh):
+  """`split(tree, axis)`: a sharding constraint that splits `axis` of each leaf over `data`,
+  for batches whose elements need nothing from each other (minibatches, pairs of
+  segments). Leaves whose `axis` does not divide evenly over the devices are left to XLA.
+  On one device it is the identity."""
+  size = data_size(mesh)
+  if size == 1:
+    return lambda tree, axis: tree
+
+  def split(tree, axis):
+    spec = NamedSharding(mesh, P(*([None] * axis), DATA))
+    place = lambda x: x if x.shape[axis] % size else jax.lax.with_sharding_constraint(x, spec)
+    return jax.tree.map(place, tree)
+
+  return split
 
 
 def state_shardings(mesh, abstract_state, num_envs: int, seed_axis: bool = False):

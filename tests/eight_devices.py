@@ -58,20 +58,23 @@ def test_state_carries_the_intended_shardings(trainers):
   assert state.env_state.obs.sharding.spec == P("data")
 
 
-def test_ppo_minibatches_are_split_over_the_devices(trainers):
+def test_minibatches_are_split_over_the_devices(trainers):
   """Each device computes its share of a minibatch (not the whole one, replicated)."""
-  mesh = trainers[1].mesh
-  place = sharding.minibatch_placement(mesh, batch_size=16)
-  placed = jax.jit(lambda x: place(2 * x))(jnp.ones((4, 3, 16, 5)))
+  split = sharding.data_splitter(trainers[1].mesh)
+  uneven = jnp.ones((4, 3, 12, 5))
+  placed, left = jax.jit(lambda x, y: split((2 * x, y), 2))(jnp.ones((4, 3, 16, 5)), uneven)
   assert placed.sharding.spec == P(None, None, "data")
   assert placed.addressable_shards[0].data.shape == (4, 3, 2, 5)
-  uneven = jnp.ones((4, 3, 12, 5))
-  assert sharding.minibatch_placement(mesh, batch_size=12)(uneven) is uneven
-  # The chunk applies it: its only sharding constraints split the sequences over `data`.
+  assert left.addressable_shards[0].data.shape == (4, 3, 12, 5)  # 12 % 8: left to XLA
+  assert sharding.data_splitter(trainers[0].mesh)(uneven, 2) is uneven  # one device
+  # The chunk splits PPO's minibatches (sequences, axis 2) and the reward model's
+  # minibatches of pairs ([members, pairs]: axis 1), and nothing but over `data`.
   trainer = trainers[1]
   text = trainer.chunk.lower(trainer.init(jax.random.PRNGKey(0))).as_text()
   constraints = [line for line in text.splitlines() if "sharding_constraint" in line]
-  assert constraints and all('[{}, {}, {"data"}' in line for line in constraints), constraints
+  assert all('{"data"}' in line for line in constraints), constraints
+  assert any('[{}, {}, {"data"}' in line for line in constraints), constraints
+  assert any('[{}, {"data"}]> : tensor<3x64xi32>' in line for line in constraints), constraints
 
 
 def test_no_host_transfer_inside_a_chunk_on_8_devices(trainers):
