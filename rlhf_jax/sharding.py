@@ -14,8 +14,9 @@ Placement, and why:
   minibatch on every device, so 2 devices ran at 0.7x of 1; split, each device computes
   the gradient of its share, and XLA all-reduces it.
 - the reward model's minibatches of labelled pairs, its validation pairs, the candidate
-  pairs scored for queries: split over `data` along the pairs, for the same reason. Each
-  device gathers its share from the replicated buffers and computes its share.
+  pairs scored for queries, the segments sampled for `rm_true_correlation`: split over
+  `data` along the pairs (segments), for the same reason. Each device gathers its share
+  from the replicated buffers and computes its share.
 - network parameters, optimizer states, normalizers, keys, counters: replicated. They are
   small, and every device needs all of them for its envs and its share of the minibatch.
 - the segment and preference buffers: replicated. They are a few MB, queries are drawn
