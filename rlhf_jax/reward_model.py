@@ -133,6 +133,11 @@ def held_out(bootstrap_weight, index, size):
   return (bootstrap_weight == 0) & (index < size)
 
 
+def member(params, m: int):
+  """Member `m`'s parameters, out of the ensemble's stacked ones."""
+  return jax.tree.map(lambda x: x[m], params)
+
+
 class _MLP(linen.Module):
   hidden_sizes: tuple[int, ...]
 
@@ -163,11 +168,17 @@ def make_reward_model(
   features = functools.partial(_features, reward_config.inputs)
 
   def step_rewards(params, inputs, obs, action, next_obs):
-    """Each member's reward of each step (inputs standardized if `normalize_inputs`)."""
+    """Each member's reward of each step, [M, ...] (inputs standardized if
+    `normalize_inputs`). The members run one after another on the steps flattened to a
+    matrix: on XLA's CPU backend that is about twice as fast as one batched product."""
     x = features(obs, action, next_obs)
     if reward_config.normalize_inputs:
       x = running_statistics.normalize(x, inputs)
-    return jax.vmap(network.apply, in_axes=(0, None))(params, x)
+    steps = x.shape[:-1]
+    x = x.reshape(-1, x.shape[-1])
+    members = jax.tree.leaves(params)[0].shape[0]
+    rewards = [network.apply(member(params, m), x) for m in range(members)]
+    return jnp.stack(rewards).reshape((members,) + steps)
 
   def segment_returns(params, inputs, segment: Segment):
     rewards = step_rewards(params, inputs, segment.obs, segment.action, segment.next_obs)
@@ -220,9 +231,13 @@ def make_reward_model(
     return data_loss + l2 * squares, (data_loss, accuracy, val_loss, jnp.any(validation))
 
   def ensemble_loss(params, inputs, l2, buffer, index, weight):
-    losses, aux = jax.vmap(member_loss, in_axes=(0, None, 0, None, 0, 0))(
-      params, inputs, l2, buffer, index, weight
-    )
+    """The members' losses summed (each member's gradient is its own loss's), and their
+    aux values stacked [M]. The members run one after another, as in `step_rewards`."""
+    results = [
+      member_loss(member(params, m), inputs, l2[m], buffer, index[m], weight[m])
+      for m in range(ensemble_size)
+    ]
+    losses, aux = jax.tree.map(lambda *x: jnp.stack(x), *results)
     return jnp.sum(losses), aux
 
   grad_fn = jax.grad(ensemble_loss, has_aux=True)
