@@ -16,8 +16,9 @@ over members. With `reward.normalize_mean=False` only the scale is normalized: w
 episodes can end early, segments differ in length and the labels pin down the reward's
 offset (a bonus for staying alive), which centering would erase.
 
-The members' parameters are stacked on a leading axis [M, ...] and applied with `vmap`;
-Adam is elementwise, so one optax optimizer over the stack trains each member on its own.
+The members' parameters are stacked on a leading axis [M, ...] and applied one member
+after another (`member(params, m)`); Adam is elementwise, so one optax optimizer over the
+stack trains each member on its own.
 """
 
 import functools
