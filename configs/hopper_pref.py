@@ -21,5 +21,6 @@ def get_config():
   # 1.5 s would be 188 steps at hopper's dt of 0.008 s; the paper's segments were 15-60
   # steps, and shorter ones make each label cheaper to learn from.
   config.segments.length = 60
-  config.reward.train_steps = 16  # about 73 iterations: the model needs steps in each
+  # The library default (4 reward-model steps per iteration) is kept: 16 learned no better
+  # from 700 labels (return ratio 1.01 against 1.03 with 4) and cost 6% of the throughput.
   return config
