@@ -1,6 +1,8 @@
 """Run by tests/test_sharding.py in a process that sees 8 CPU devices
 (XLA_FLAGS=--xla_force_host_platform_device_count=8); skipped anywhere else."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,6 +77,17 @@ def test_minibatches_are_split_over_the_devices(trainers):
   assert all('{"data"}' in line for line in constraints), constraints
   assert any('[{}, {}, {"data"}' in line for line in constraints), constraints
   assert any('[{}, {"data"}]> : tensor<3x64xi32>' in line for line in constraints), constraints
+
+
+def test_learned_reward_of_the_rollout_is_computed_where_its_envs_live(trainers):
+  """No all-gather of the reward model's input features (obs and action) in the chunk:
+  each device computes the learned reward of its own envs' steps, not of every env's."""
+  trainer = trainers[1]
+  text = trainer.chunk.lower(trainer.init(jax.random.PRNGKey(0))).compile().as_text()
+  gathered = re.findall(r"= f32\[([\d,]+)\]\S* all-gather(?:-start)?\(", text)
+  assert gathered  # the regex still reads XLA's text (the segment cutter gathers obs)
+  width = str(trainer.env.observation_size + trainer.env.action_size)
+  assert not [shape for shape in gathered if shape.split(",")[-1] == width], gathered
 
 
 def test_no_host_transfer_inside_a_chunk_on_8_devices(trainers):
