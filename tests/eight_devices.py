@@ -79,23 +79,28 @@ def test_minibatches_are_split_over_the_devices(trainers):
   assert any('[{}, {"data"}]> : tensor<3x64xi32>' in line for line in constraints), constraints
 
 
-def test_learned_reward_of_the_rollout_is_computed_where_its_envs_live(trainers):
+@pytest.fixture(scope="module")
+def compiled_chunk(trainers):
+  """The chunk on 8 devices, compiled once for the tests that read or run the program."""
+  trainer = trainers[1]
+  return trainer.chunk.lower(trainer.init(jax.random.PRNGKey(0))).compile()
+
+
+def test_learned_reward_of_the_rollout_is_computed_where_its_envs_live(trainers, compiled_chunk):
   """No all-gather of the reward model's input features (obs and action) in the chunk:
   each device computes the learned reward of its own envs' steps, not of every env's."""
   trainer = trainers[1]
-  text = trainer.chunk.lower(trainer.init(jax.random.PRNGKey(0))).compile().as_text()
+  text = compiled_chunk.as_text()
   gathered = re.findall(r"= f32\[([\d,]+)\]\S* all-gather(?:-start)?\(", text)
   assert gathered  # the regex still reads XLA's text (the segment cutter gathers obs)
   width = str(trainer.env.observation_size + trainer.env.action_size)
   assert not [shape for shape in gathered if shape.split(",")[-1] == width], gathered
 
 
-def test_no_host_transfer_inside_a_chunk_on_8_devices(trainers):
-  trainer = trainers[1]
-  state = trainer.init(jax.random.PRNGKey(0))
-  compiled = trainer.chunk.lower(state).compile()
+def test_no_host_transfer_inside_a_chunk_on_8_devices(trainers, compiled_chunk):
+  state = trainers[1].init(jax.random.PRNGKey(0))
   with jax.transfer_guard("disallow"):
-    state, metrics = compiled(state)
+    state, metrics = compiled_chunk(state)
     jax.block_until_ready(metrics)
 
 
