@@ -221,14 +221,12 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
 
   def learned_rewards(prefs: PreferenceState, transitions, key):
     """The normalized ensemble reward of the rollout ([U, T, N]) and its metrics."""
-    # Envs first ([N, U, T]): the model flattens the leading axes, and with the sharded env
-    # axis leading, each device's steps stay a block of its own (no gather).
-    envs_first, envs_third = (lambda x: jnp.moveaxis(x, 2, 0)), (lambda x: jnp.moveaxis(x, 0, 2))
-    rm_state, reward = model.normalized_reward(
-      prefs.reward_model,
-      *map(envs_first, (transitions.obs, transitions.action, transitions.next_obs)),
+    # Envs first ([N, U, T]), as `step_rewards` wants the sharded axis (see its docstring).
+    obs, action, next_obs = (
+      jnp.moveaxis(x, 2, 0) for x in (transitions.obs, transitions.action, transitions.next_obs)
     )
-    reward = envs_third(reward)
+    rm_state, reward = model.normalized_reward(prefs.reward_model, obs, action, next_obs)
+    reward = jnp.moveaxis(reward, 0, 2)  # back to [U, T, N]
 
     def accumulate(running, step):  # per env, in time order: sums of finished episodes
       reward_t, done_t = step

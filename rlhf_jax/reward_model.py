@@ -171,7 +171,9 @@ def make_reward_model(
   def step_rewards(params, inputs, obs, action, next_obs):
     """Each member's reward of each step, [M, ...] (inputs standardized if
     `normalize_inputs`). The members run one after another on the steps flattened to a
-    matrix: on XLA's CPU backend that is about twice as fast as one batched product."""
+    matrix: on XLA's CPU backend that is about twice as fast as one batched product.
+    An axis split over devices must come first: merged as a minor axis of the flat steps,
+    it makes XLA gather every device's steps onto each device."""
     x = features(obs, action, next_obs)
     if reward_config.normalize_inputs:
       x = running_statistics.normalize(x, inputs)
