@@ -28,12 +28,9 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
-
-warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -26,14 +26,11 @@ import os
 import statistics
 import sys
 import tempfile
-import warnings
 
 import jax
 
-warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
-
-from rlhf_jax import config as config_lib  # noqa: E402
-from rlhf_jax import evaluation, metrics, train  # noqa: E402
+from rlhf_jax import config as config_lib
+from rlhf_jax import evaluation, metrics, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,9 +10,12 @@ import warnings
 
 from brax import envs as brax_envs
 
-# Brax warns on every env it builds that its own pipelines are unmaintained; we choose
-# Brax's backends knowingly (see DESIGN.md), so the warning only buries our output.
-warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
+# Brax warns on every env it builds that its own pipelines are unmaintained. We choose
+# Brax's backends knowingly, by speed (the README's throughput section), so the warning
+# only buries our output. This is the one place it is silenced: importing rlhf_jax.envs
+# (as everything that builds an env does) silences it for the whole process.
+BRAX_WARNING = "Brax System, piplines and environments"
+warnings.filterwarnings("ignore", message=BRAX_WARNING)
 
 BACKENDS = ("generalized", "mjx", "positional", "spring")
 

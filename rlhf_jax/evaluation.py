@@ -5,11 +5,10 @@ leans toward short episodes; these functions run fresh full episodes instead, so
 runs (ours, Brax's, learned or true reward) are judged the same way.
 """
 
-from brax import envs as brax_envs
 from brax.training import acting
 from brax.training.agents.ppo import networks as brax_ppo_networks
 
-from rlhf_jax import ppo
+from rlhf_jax import envs, ppo
 
 
 def brax_params(ppo_state: ppo.PPOState) -> tuple:
@@ -19,8 +18,9 @@ def brax_params(ppo_state: ppo.PPOState) -> tuple:
 
 def evaluate(config, networks, params: tuple, key, num_envs: int = 128) -> float:
   """Mean true return of `num_envs` full episodes of the (stochastic) policy."""
-  env = brax_envs.training.wrap(
-    brax_envs.get_environment(config.env.name, backend=config.env.backend),
+  env = envs.make_env(
+    config.env.name,
+    config.env.backend,
     episode_length=config.env.episode_length,
     action_repeat=config.env.action_repeat,
   )

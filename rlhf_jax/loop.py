@@ -3,9 +3,9 @@
 `make_trainer(config)` reads the config at trace time and returns pure functions:
 
   init(key) -> TrainState
-  iteration(state) -> (state, metrics)      one rollout + one PPO update
-  chunk(state) -> (state, metrics)          `iterations_per_chunk` iterations in a
-                                            `lax.scan`, jitted with the state donated
+  chunk(state) -> (state, metrics)    `iterations_per_chunk` iterations (each one rollout
+                                      and one PPO update) in a `lax.scan`, jitted with
+                                      the state donated
 
 With `config.reward.source == "learned"` one iteration is the whole preference loop:
 
@@ -54,7 +54,6 @@ class TrainState:
 
 class Trainer(NamedTuple):
   init: Callable
-  iteration: Callable
   chunk: Callable
   env: Any
   networks: Any
@@ -66,7 +65,7 @@ class Trainer(NamedTuple):
   abstract_state: Any  # TrainState of jax.ShapeDtypeStructs with their shardings
   # Labels fed from the host (a person, or a saved dataset); None for the true reward.
   # propose(state, key, num_pairs, method) -> (first, second): pairs to ask about
-  # ingest(state, key, first, second, labels, answered, keep) -> state: adds labelled pairs
+  # ingest(state, key, first, second, labels, asked, keep) -> state: adds labelled pairs
   # fit(state, key, num_steps) -> (state, metrics): that many reward-model steps
   propose: Callable | None
   ingest: Callable | None
@@ -137,13 +136,13 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   ppo_config = config.ppo
   networks = ppo.make_networks(env.observation_size, env.action_size, ppo_config)
   optimizer = ppo.make_optimizer(ppo_config)
-  split = sharding.data_splitter(mesh)
-  update = ppo.make_update_fn(networks, optimizer, ppo_config, split)
+  shard = sharding.data_splitter(mesh)
+  update = ppo.make_update_fn(networks, optimizer, ppo_config, shard)
   num_unrolls = config_lib.num_unrolls_per_iteration(config)
   steps_per_iteration = config_lib.env_steps_per_iteration(config)
   learned = config.reward.source == "learned"
   segment_length = config_lib.segment_length(config, envs.control_dt(env, config.env.action_repeat))
-  model = reward_model.make_reward_model(config, env.observation_size, env.action_size, split)
+  model = reward_model.make_reward_model(config, env.observation_size, env.action_size, shard)
   human = config.teacher == "human"  # labels come from the host, between chunks
   teacher = None if human else teachers.from_config(config)
   queries_config = config.queries
@@ -177,7 +176,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   def choose_pairs(prefs: PreferenceState, key_pool, key_select, num_pairs: int, method: str):
     """`num_pairs` pairs of stored segments to ask about, picked by `method`."""
     pool = num_pairs if method == "uniform" else queries_config.oversampling * num_pairs
-    first, second = split(segments.sample_pairs(prefs.segments, key_pool, pool), 0)
+    first, second = shard(segments.sample_pairs(prefs.segments, key_pool, pool), 0)
     if method != "uniform":  # the pool is already in random order
       rm_state = prefs.reward_model
       returns = lambda pair: model.segment_returns(rm_state.params, rm_state.inputs, pair)
@@ -191,9 +190,9 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
     first, second = choose_pairs(prefs, key_pool, key_select, num_pairs, method)
     # B-Pref's margin: the mean true return of a segment under the current policy.
     margin = jnp.mean(transitions.true_reward) * segment_length
-    labels, answered = teachers.label(teacher, key_teacher, first, second, margin)
+    labels, labelled = teachers.label(teacher, key_teacher, first, second, margin)
     asked = jnp.arange(num_pairs) < num_asked
-    keep = asked & answered
+    keep = asked & labelled  # a skipped query is asked, not kept
     prefs = store_labels(prefs, key_store, first, second, labels, asked, keep)
     wrong = teachers.oracle_disagreement(labels, keep, first, second) * jnp.sum(keep)
     return prefs, {"new_labels": jnp.sum(keep), "teacher_wrong": wrong}
@@ -238,7 +237,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
       accumulate, prefs.learned_return, (as_stream(reward), stream_done)
     )
     # How well the learned return of stored segments tracks their true return.
-    index = split(jax.random.randint(key, (256,), 0, jnp.maximum(prefs.segments.size, 1)), 0)
+    index = shard(jax.random.randint(key, (256,), 0, jnp.maximum(prefs.segments.size, 1)), 0)
     sample = jax.tree.map(lambda x: x[index], prefs.segments.segments)
     raw = model.step_rewards(
       rm_state.params, rm_state.inputs, sample.obs, sample.action, sample.next_obs
@@ -291,8 +290,8 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   def propose(state: TrainState, key, num_pairs: int, method: str):
     return choose_pairs(state.preferences, *jax.random.split(key), num_pairs, method)
 
-  def ingest(state: TrainState, key, first, second, labels, answered, keep):
-    prefs = store_labels(state.preferences, key, first, second, labels, answered, keep)
+  def ingest(state: TrainState, key, first, second, labels, asked, keep):
+    prefs = store_labels(state.preferences, key, first, second, labels, asked, keep)
     return state.replace(preferences=prefs)
 
   def fit(state: TrainState, key, num_steps: int):
@@ -371,7 +370,6 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   shardings = sharding.state_shardings(mesh, abstract, ppo_config.num_envs, seed_axis=seeded)
   return Trainer(
     init=jax.jit(init_fn, out_shardings=shardings),
-    iteration=iteration,
     chunk=jax.jit(
       chunk_fn,
       in_shardings=(shardings,),

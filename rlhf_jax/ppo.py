@@ -81,11 +81,6 @@ def sample_actions(networks, normalizer, policy_params, obs, key):
   return dist.postprocess(raw_action), raw_action, dist.log_prob(logits, raw_action)
 
 
-def deterministic_actions(networks, normalizer, policy_params, obs):
-  logits = networks.policy_network.apply(normalizer, policy_params, obs)
-  return networks.parametric_action_distribution.mode(logits)
-
-
 def clipped_surrogate_loss(ratio, advantages, clipping_epsilon):
   """-E[min(ρ A, clip(ρ, 1-ε, 1+ε) A)], with ρ = π_new(a|s) / π_old(a|s)."""
   clipped = jnp.clip(ratio, 1 - clipping_epsilon, 1 + clipping_epsilon)
@@ -135,12 +130,12 @@ def ppo_loss(params: PPONetworkParams, normalizer, data: Transition, key, networ
   }
 
 
-def make_update_fn(networks, optimizer, ppo_config, split=lambda tree, axis: tree):
+def make_update_fn(networks, optimizer, ppo_config, shard=lambda tree, axis: tree):
   """Returns update(ppo_state, data [T, B], key) -> (ppo_state, metrics).
 
   Updates the observation statistics with the batch, then runs
   `num_updates_per_batch` epochs, each over `num_minibatches` minibatches of whole
-  sequences (shuffled along B). `split(minibatches, 2)` ([M, T, B/M, ...]) places each
+  sequences (shuffled along B). `shard(minibatches, 2)` ([M, T, B/M, ...]) places each
   minibatch's sequences over devices (`sharding.data_splitter`).
   """
   num_minibatches = ppo_config.num_minibatches
@@ -166,7 +161,7 @@ def make_update_fn(networks, optimizer, ppo_config, split=lambda tree, axis: tre
       x = x.reshape(x.shape[:1] + (num_minibatches, -1) + x.shape[2:])
       return jnp.swapaxes(x, 0, 1)
 
-    minibatches = split(jax.tree.map(to_minibatches, data), 2)
+    minibatches = shard(jax.tree.map(to_minibatches, data), 2)
     (params, optimizer_state, _), metrics = jax.lax.scan(
       functools.partial(minibatch_step, normalizer=normalizer),
       (params, optimizer_state, key_grad),

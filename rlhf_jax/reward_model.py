@@ -72,7 +72,7 @@ class RewardModel(NamedTuple):
   step_rewards: Callable  # (params, inputs, obs, action, next_obs) -> raw rewards [M, ...]
   segment_returns: Callable  # (params, inputs, Segment [..., K]) -> raw returns [M, ...]
   update: Callable  # (state, PreferenceBuffer, key, num_steps) -> (state, metrics)
-  validate: Callable  # (params, inputs, PreferenceBuffer, index [B]) -> held-out loss [M], ...
+  out_of_bag: Callable  # (params, inputs, PreferenceBuffer, index [B]) -> held-out loss [M], ...
   normalized_reward: Callable  # (state, obs, action, next_obs) -> (state, reward [...])
   normalize: Callable  # (state, raw [M, ...]) -> ensemble mean of normalized rewards
 
@@ -158,10 +158,10 @@ def _features(inputs: str, obs, action, next_obs):
 
 
 def make_reward_model(
-  config, observation_size: int, action_size: int, split=lambda tree, axis: tree
+  config, observation_size: int, action_size: int, shard=lambda tree, axis: tree
 ) -> RewardModel:
   """Builds the ensemble's pure functions from `config.reward` (read at trace time).
-  `split(tree, axis)` places the minibatches of pairs over devices (`sharding.data_splitter`)."""
+  `shard(tree, axis)` places the minibatches of pairs over devices (`sharding.data_splitter`)."""
   reward_config = config.reward
   ensemble_size = reward_config.ensemble_size
   network = _MLP(tuple(reward_config.hidden_sizes))
@@ -266,7 +266,7 @@ def make_reward_model(
 
     def train_step(carry, key_step):
       params, optimizer_state, l2, train_ema, val_ema = carry
-      index = split(jax.random.randint(key_step, (ensemble_size, batch_size), 0, size), 1)
+      index = shard(jax.random.randint(key_step, (ensemble_size, batch_size), 0, size), 1)
       weight = buffer.bootstrap[index, jnp.arange(ensemble_size)[:, None]]  # [M, B]
       grads, aux = grad_fn(params, state.inputs, l2, buffer, index, weight)
       train_loss, accuracy, val_loss, has_val = aux
@@ -282,8 +282,8 @@ def make_reward_model(
       train_step, carry, jax.random.split(key_train, num_steps)
     )
     train_loss, train_accuracy = train_loss.mean(0), train_accuracy.mean(0)  # [M]
-    index = split(jax.random.randint(key_val, (reward_config.validation_batch_size,), 0, size), 0)
-    val_loss, ensemble_accuracy, _ = validate(params, state.inputs, buffer, index)
+    index = shard(jax.random.randint(key_val, (reward_config.validation_batch_size,), 0, size), 0)
+    val_loss, ensemble_accuracy, _ = out_of_bag(params, state.inputs, buffer, index)
 
     new_state = state.replace(
       params=params,
@@ -301,7 +301,7 @@ def make_reward_model(
     }
     return new_state, metrics
 
-  def validate(params, inputs, buffer: PreferenceBuffer, index):
+  def out_of_bag(params, inputs, buffer: PreferenceBuffer, index):
     """Each member's loss [M] on its held-out pairs (bootstrap weight 0) among the pairs
     `index` ([B]), the ensemble's out-of-bag accuracy on them, and whether each member had
     any. A pair's out-of-bag prediction is the mean P(first ≻ second) of the members that
@@ -345,7 +345,7 @@ def make_reward_model(
     step_rewards=step_rewards,
     segment_returns=segment_returns,
     update=update,
-    validate=validate,
+    out_of_bag=out_of_bag,
     normalized_reward=normalized_reward,
     normalize=normalize,
   )

@@ -75,7 +75,7 @@ def replicated(mesh) -> NamedSharding:
 
 
 def data_splitter(mesh):
-  """`split(tree, axis)`: a sharding constraint that splits `axis` of each leaf over `data`,
+  """`shard(tree, axis)`: a sharding constraint that splits `axis` of each leaf over `data`,
   for batches whose elements need nothing from each other (minibatches, pairs of
   segments). Leaves whose `axis` does not divide evenly over the devices are left to XLA.
   On one device it is the identity."""
@@ -83,12 +83,12 @@ def data_splitter(mesh):
   if size == 1:
     return lambda tree, axis: tree
 
-  def split(tree, axis):
+  def shard(tree, axis):
     spec = NamedSharding(mesh, P(*([None] * axis), DATA))
     place = lambda x: x if x.shape[axis] % size else jax.lax.with_sharding_constraint(x, spec)
     return jax.tree.map(place, tree)
 
-  return split
+  return shard
 
 
 def state_shardings(mesh, abstract_state, num_envs: int, seed_axis: bool = False):

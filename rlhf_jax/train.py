@@ -106,7 +106,8 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
   Raises Interrupted after saving when SIGTERM/SIGINT arrives, NonFiniteError when a loss
   or parameter goes NaN/Inf (without saving), ValueError for a bad or changed config.
   """
-  config_lib.validate(config)
+  # Validates the config (before anything is written) and builds the mesh, once.
+  trainer = loop.make_trainer(config)
   primary = jax.process_index() == 0  # with --multihost, only process 0 logs and writes
   if not primary:
     stream = open(os.devnull, "w")  # noqa: SIM115 -- lives as long as the process
@@ -118,7 +119,6 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
-  trainer = loop.make_trainer(config)
   num_chunks = config_lib.num_chunks(config)
   steps_per_chunk = trainer.env_steps_per_iteration * config.iterations_per_chunk
   total_env_steps = trainer.initial_env_steps + num_chunks * steps_per_chunk

@@ -62,9 +62,9 @@ def test_state_carries_the_intended_shardings(trainers):
 
 def test_minibatches_are_split_over_the_devices(trainers):
   """Each device computes its share of a minibatch (not the whole one, replicated)."""
-  split = sharding.data_splitter(trainers[1].mesh)
+  shard = sharding.data_splitter(trainers[1].mesh)
   uneven = jnp.ones((4, 3, 12, 5))
-  placed, left = jax.jit(lambda x, y: split((2 * x, y), 2))(jnp.ones((4, 3, 16, 5)), uneven)
+  placed, left = jax.jit(lambda x, y: shard((2 * x, y), 2))(jnp.ones((4, 3, 16, 5)), uneven)
   assert placed.sharding.spec == P(None, None, "data")
   assert placed.addressable_shards[0].data.shape == (4, 3, 2, 5)
   assert left.addressable_shards[0].data.shape == (4, 3, 12, 5)  # 12 % 8: left to XLA

@@ -13,8 +13,9 @@ import pytest
 
 from rlhf_jax.labeling import app as labeling_app
 from rlhf_jax.labeling import render
+from rlhf_jax.labeling.scripted import free_port
 from rlhf_jax.labeling.store import Store
-from tests.test_labeling_app import free_port, start_server
+from tests.test_labeling_app import start_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = [

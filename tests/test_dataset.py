@@ -1,6 +1,6 @@
 """Preference datasets: export to TFDS array_record, read back without TensorFlow, fit."""
 
-import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -13,15 +13,42 @@ from rlhf_jax.labeling import app as labeling_app
 from rlhf_jax.labeling import dataset
 from rlhf_jax.labeling.store import LABEL_OF_CHOICE, Store
 from rlhf_jax.types import Segment
+from tests.references import linear_preference_accuracy, share_of_learnable_gap
 from tests.test_experiments import experiment
 from tests.test_labeling_app import add_pairs
 from tests.test_loop import tiny_pref_config
 
+READ_WITHOUT_TENSORFLOW = """
+import json, sys
+sys.modules["tensorflow"] = None  # import tensorflow now fails, installed or not
+sys.modules["rlhf_jax"] = None  # and so does this package: a reader needs neither
+import tensorflow_datasets as tfds
+source = tfds.data_source("rlhf_preferences", data_dir=sys.argv[1], split="train")
+rows = sorted((source[i] for i in range(len(source))), key=lambda row: int(row["index"]))
+print(json.dumps({
+  "label": [float(r["label"]) for r in rows],
+  "obs": [r["first"]["obs"].tolist() for r in rows],
+  "tensorflow_loaded": sys.modules.get("tensorflow") is not None,
+}))
+"""
 
-def test_tensorflow_is_not_needed():
-  code = "import tensorflow_datasets, sys; sys.exit('tensorflow' in sys.modules)"
-  assert importlib.util.find_spec("tensorflow") is None
-  assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+def test_a_dataset_reads_without_tensorflow_or_rlhf_jax(tmp_path):
+  workdir, data_dir = str(tmp_path / "run"), str(tmp_path / "data")
+  store = Store(labeling_app.store_path(workdir))
+  store.set_meta({"env_name": "reacher", "backend": "spring", "dt": 0.02, "segment_length": 4})
+  add_pairs(store, 3)
+  for pair_id, choice in ((1, "left"), (2, "right"), (3, "equal")):
+    store.submit(pair_id, choice, "ann")
+  dataset.export(workdir, data_dir)
+  command = [sys.executable, "-c", READ_WITHOUT_TENSORFLOW, data_dir]
+  result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  read = json.loads(result.stdout.strip().splitlines()[-1])
+  expected = store.labelled_pairs()
+  assert read["label"] == [1.0, 0.0, 0.5]
+  np.testing.assert_allclose(read["obs"], np.stack([r["first"]["obs"] for r in expected]))
+  assert not read["tensorflow_loaded"]
 
 
 def test_store_labels_round_trip(tmp_path):
@@ -70,10 +97,17 @@ def test_simulated_labels_export_and_fit_offline(tmp_path):
   offline = experiment("train_reward_offline")
   fitted = offline.fit(arrays, config, steps=600, test_fraction=0.25, seed=0, log=print)
   assert fitted["test_pairs"] == 50 and fitted["train_pairs"] == size - 50
-  # Held-out pairs, never trained on: 0.70 untrained (a random net half-ranks reacher's
-  # segments), 0.84 fitted on CPU with this seed.
-  assert fitted["test_accuracy"] >= 0.8
-  assert fitted["test_accuracy"] >= fitted["untrained_test_accuracy"] + 0.1
+  # The held-out pairs, never trained on, against a NumPy Bradley-Terry fit on the same
+  # split (`fit` draws it with this permutation): seen, untrained 0.72, ours 0.98,
+  # reference 1.00; over fit seeds 0-4 ours went 0.85-0.93 of the way.
+  order = np.random.default_rng(0).permutation(size)
+  test, train_pairs = order[:50], order[50:]
+  reference = linear_preference_accuracy(
+    arrays["first"], arrays["second"], arrays["label"], train_pairs, test
+  )
+  untrained = fitted["untrained_test_accuracy"]
+  share = share_of_learnable_gap(fitted["test_accuracy"], untrained, reference)
+  assert share >= 0.5, (untrained, fitted["test_accuracy"], reference)
 
 
 def test_export_says_when_there_is_nothing(tmp_path):

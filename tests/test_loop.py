@@ -1,7 +1,9 @@
 """The training loop end to end: determinism, outputs of the CLI, and learning."""
 
 import json
+import math
 import os
+import re
 
 import jax
 import numpy as np
@@ -79,7 +81,7 @@ def test_iterations_count_and_chunk_metrics_are_finite():
   state, metrics = trainer.chunk(state)
   assert int(state.iteration) == 3
   summary = loop.chunk_summary(metrics)
-  assert all(v is None or v == v for v in summary.values())  # no NaN
+  assert all(v is None or math.isfinite(v) for v in summary.values()), summary  # no NaN/Inf
 
 
 @pytest.mark.slow  # a learning goal, about 40 s; experiments/ show learning at full size
@@ -93,11 +95,43 @@ def test_ppo_learns_inverted_pendulum(tmp_path):
   assert max(returns[-2:]) > 300, returns
 
 
+def host_transfers(compiled) -> list[str]:
+  """The instructions of a compiled program that move data between host and device: host
+  callbacks (`jax.debug.callback`, `jax.pure_callback`, `jax.debug.print` compile to a
+  custom call into Python), infeed/outfeed and send/recv. `jax.transfer_guard` does not
+  see a callback compiled into the program; its HLO does."""
+  callback = re.compile(r'custom_call_target="[^"]*(callback|host)[^"]*"', re.IGNORECASE)
+  transfer = re.compile(r"= \S+ (infeed|outfeed|send|recv)(-done)?\(")
+  return [
+    line.strip()
+    for line in compiled.as_text().splitlines()
+    if callback.search(line) or transfer.search(line)
+  ]
+
+
+def test_host_transfers_are_found_in_a_compiled_program():
+  """The detector itself: it finds each kind of callback, and nothing in a plain program."""
+  x = jax.numpy.ones(3)
+  compile = lambda f: jax.jit(f).lower(x).compile()  # noqa: E731
+  assert host_transfers(compile(lambda v: v * 2)) == []
+
+  def debug_callback(v):
+    jax.debug.callback(print, v)
+    return v
+
+  def pure_callback(v):
+    return jax.pure_callback(np.sin, jax.ShapeDtypeStruct(v.shape, v.dtype), v)
+
+  for f in (debug_callback, pure_callback):
+    assert len(host_transfers(compile(f))) == 1, f.__name__
+
+
 @pytest.mark.parametrize("make_config", [tiny_config, tiny_pref_config])
 def test_no_host_transfer_inside_a_chunk(make_config):
   trainer = loop.make_trainer(make_config())
   state = trainer.init(jax.random.PRNGKey(0))
   chunk = trainer.chunk.lower(state).compile()
+  assert host_transfers(chunk) == []
   with jax.transfer_guard("disallow"):
     state, metrics = chunk(state)
     jax.block_until_ready(metrics)
@@ -113,7 +147,41 @@ def test_preference_metrics_and_label_budget(tmp_path):
   assert records[-1]["labels_used"] == records[-1]["queries_asked"] == 20  # the whole budget
   assert 5 <= records[0]["labels_used"] < 20  # 5 initial labels, the rest on a schedule
   assert records[0]["env_steps"] == 80 + 240  # the initial labels' rollout (80) counts
-  assert records[-1]["teacher_noise"] == 0.0  # the oracle never disagrees with itself
+
+
+def disagreeing_labels(buffer, rows) -> int:
+  """NumPy reference: how many of the stored labels `rows` differ from the sign of their
+  pair's true-return difference (0.5 where the returns are equal)."""
+  returns = lambda side: np.sum(  # noqa: E731
+    np.asarray(side.true_reward, np.float64) * np.asarray(side.mask), axis=-1
+  )[rows]
+  difference = returns(buffer.first) - returns(buffer.second)
+  oracle = np.where(difference > 0, 1.0, np.where(difference < 0, 0.0, 0.5))
+  return int(np.sum(np.asarray(buffer.label)[rows] != oracle))
+
+
+@pytest.mark.parametrize("teacher, noise", [("oracle", 0.0), ("mistake", 0.2)])
+def test_teacher_noise_is_the_share_of_labels_against_the_true_returns(tmp_path, teacher, noise):
+  """`teacher_noise` of each chunk, against a NumPy count over the preference buffer; the
+  oracle gives none, a mistake teacher with eps 0.2 about 0.2."""
+  config = tiny_pref_config()
+  config.env.name = "reacher"  # a continuous reward: few pairs of equal return
+  config.teacher = teacher
+  config.teacher_params.eps_mistake = noise
+  config.queries.total_labels = config.queries.buffer_size = 400  # nothing overwritten
+  result = train.train(config, str(tmp_path / "run"))
+  buffer = result.state.preferences.preferences
+  initial = result.trainer.num_initial_labels
+  used = [initial] + [r["labels_used"] for r in result.records]
+  assert used[-1] == int(buffer.size) == 400
+  reported = sum(
+    r["teacher_noise"] * (after - before)
+    for r, before, after in zip(result.records, used[:-1], used[1:], strict=True)
+  )
+  # The chunks' labels follow the initial ones (asked in `init`, outside any chunk).
+  assert round(reported) == disagreeing_labels(buffer, np.arange(initial, 400))
+  share = disagreeing_labels(buffer, np.arange(400)) / 400
+  assert abs(share - noise) < 0.06, share  # 3 standard deviations of Binomial(400, 0.2)
 
 
 def test_true_reward_runs_the_same_config_without_the_preference_loop():

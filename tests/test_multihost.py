@@ -2,22 +2,16 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 from rlhf_jax import metrics
+from rlhf_jax.labeling.scripted import free_port
 from tests.test_loop import REPO
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_train_together_and_agree(tmp_path):
-  port, workdir = _free_port(), str(tmp_path / "run")
+  port, workdir = free_port(), str(tmp_path / "run")
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=REPO)
   worker = os.path.join(REPO, "tests", "multihost_worker.py")
   processes = [

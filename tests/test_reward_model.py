@@ -125,7 +125,7 @@ def test_validation_loss_and_out_of_bag_accuracy_match_numpy():
   )
   state = model.init(jax.random.PRNGKey(2))
   index = jnp.arange(50)  # the last 10 rows are empty: never validated on
-  losses, accuracy, has_val = model.validate(state.params, state.inputs, buffer, index)
+  losses, accuracy, has_val = model.out_of_bag(state.params, state.inputs, buffer, index)
 
   returns = lambda s: np.asarray(model.segment_returns(state.params, state.inputs, s))
   r1, r2, y = returns(first), returns(second), np.asarray(labels)  # [M, N], [M, N], [N]

@@ -117,14 +117,14 @@ class HumanTeacher:
       batch = rows[start : start + size]
       first = stack_rows([r["first"] for r in batch], size)
       second = stack_rows([r["second"] for r in batch], size)
-      given = [r["label"] is not None for r in batch]  # a skip is answered, not kept
+      given = [r["label"] is not None for r in batch]  # a skip is asked, not kept
       labels = np.zeros(size, np.float32)
       labels[: len(batch)] = [r["label"] if g else 0.5 for r, g in zip(batch, given, strict=True)]
-      answered = np.arange(size) < len(batch)
+      asked = np.arange(size) < len(batch)
       keep = np.zeros(size, bool)
       keep[: len(batch)] = given
       key = jax.random.fold_in(self.key, 1_000_000 + batch[0]["pair_id"])
-      state = self.trainer.ingest(state, key, first, second, labels, answered, keep)
+      state = self.trainer.ingest(state, key, first, second, labels, asked, keep)
     counts = self.store.counts()
     self.log(
       f"human labels: +{len(rows)} ({int(state.preferences.labels_used)} used in training, "
