@@ -100,30 +100,54 @@ def keep_records_until(path: str, env_steps: int) -> list[dict]:
   return records
 
 
-def plot_returns(records: list[dict], path: str, title: str = "") -> None:
-  """Writes a PNG of true return (and any learned return) against env steps."""
-  lines = {}
-  for key, label in (("true_return", "true return"), ("learned_return", "learned return")):
-    points = [(r["env_steps"], r[key]) for r in records if r.get(key) is not None]
-    if points:
-      lines[label] = points
-  plot_lines(lines, path, title, "episode return")
+def _points(records: list[dict], key: str) -> list[tuple]:
+  return [(r["env_steps"], r[key]) for r in records if r.get(key) is not None]
 
 
-def plot_lines(lines: dict[str, list[tuple]], path: str, title: str, ylabel: str) -> None:
-  """Writes a PNG with one line per entry of `lines` (label -> [(env steps, value)])."""
+def plot_returns(
+  records: list[dict], path: str, title: str = "", baseline: list[dict] | None = None
+) -> None:
+  """Writes a PNG of true return against env steps, with the learned return (under the
+  learned reward: normalized units, so on its own axis, right) and `baseline`'s true
+  return (the rows of a true-reward run's metrics.jsonl) when given."""
+  lines = {"true return": _points(records, "true_return")}
+  if baseline:
+    lines["true return of true-reward PPO"] = _points(baseline, "true_return")
+  learned = _points(records, "learned_return")
+  right = {"learned return (right axis)": learned} if learned else {}
+  plot_lines({k: v for k, v in lines.items() if v}, path, title, "true episode return", right)
+
+
+def plot_lines(
+  lines: dict[str, list[tuple]],
+  path: str,
+  title: str,
+  ylabel: str,
+  right: dict[str, list[tuple]] | None = None,
+  right_label: str = "learned episode return",
+) -> None:
+  """Writes a PNG with one line per entry of `lines` (label -> [(env steps, value)]), and
+  dashed ones for `right` on a second y axis."""
   # A bare Figure (no pyplot) leaves the caller's backend alone, e.g. a notebook's inline one.
   from matplotlib.figure import Figure
 
   fig = Figure(figsize=(6, 4))
   ax = fig.subplots()
+  handles = []
   for label, points in lines.items():
     steps, values = zip(*points, strict=True)
-    ax.plot(steps, values, label=label)
+    handles += ax.plot(steps, values, label=label)
+  if right:
+    twin = ax.twinx()
+    for index, (label, points) in enumerate(right.items()):
+      steps, values = zip(*points, strict=True)
+      color = f"C{len(lines) + index}"
+      handles += twin.plot(steps, values, "--", color=color, label=label)
+    twin.set_ylabel(right_label)
   ax.set_xlabel("env steps")
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend()
+  ax.legend(handles=handles, loc="best")
   fig.tight_layout()
   fig.savefig(path, dpi=100)

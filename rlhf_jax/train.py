@@ -39,6 +39,12 @@ _NUM_PROCESSES = flags.DEFINE_integer(
   "num_processes", None, "With --multihost (default: detected)."
 )
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --multihost (default: detected).")
+_BASELINE = flags.DEFINE_string(
+  "baseline",
+  None,
+  "Workdir of a true-reward run (e.g. of the same task's config without _pref): its true "
+  "return is drawn in return.png beside this run's.",
+)
 
 
 class TrainResult(NamedTuple):
@@ -99,15 +105,17 @@ class _StopSignals:
       signal.signal(signum, handler)
 
 
-def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
+def train(config, workdir: str, stream=sys.stdout, baseline: str | None = None) -> TrainResult:
   """Runs the experiment described by `config`, writing its outputs to `workdir`.
 
   If `workdir` holds checkpoints of the same experiment, continues from the newest one.
+  `baseline`: the workdir of a true-reward run, whose true return `return.png` shows too.
   Raises Interrupted after saving when SIGTERM/SIGINT arrives, NonFiniteError when a loss
   or parameter goes NaN/Inf (without saving), ValueError for a bad or changed config.
   """
   # Validates the config (before anything is written) and builds the mesh, once.
   trainer = loop.make_trainer(config)
+  baseline_records = _baseline_records(baseline)
   primary = jax.process_index() == 0  # with --multihost, only process 0 logs and writes
   if not primary:
     stream = open(os.devnull, "w")  # noqa: SIM115 -- lives as long as the process
@@ -210,9 +218,23 @@ def train(config, workdir: str, stream=sys.stdout) -> TrainResult:
     cleanup = [checkpoints.wait, checkpoints.close, writer.close]
     if records and primary:
       plot = os.path.join(workdir, "return.png")
-      cleanup.append(lambda: metrics.plot_returns(records, plot, title=config.env.name))
+
+      def plot_and_say_where():
+        metrics.plot_returns(records, plot, config.env.name, baseline_records)
+        log(f"metrics in {os.path.join(workdir, 'metrics.jsonl')}, their plot in {plot}")
+
+      cleanup.append(plot_and_say_where)
     _run_all(cleanup, log)
   return TrainResult(records, state, trainer)
+
+
+def _baseline_records(workdir: str | None) -> list[dict] | None:
+  if workdir is None:
+    return None
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--baseline={workdir} holds no metrics.jsonl: train that run first.")
+  return metrics.read_jsonl(path)
 
 
 def _wait_for(tree) -> None:
@@ -286,8 +308,8 @@ def main(argv):
     sharding.initialize_multihost(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   logging.set_verbosity(logging.WARNING)  # keep the console for our progress lines
   try:
-    train(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileExistsError, NonFiniteError) as error:
+    train(_CONFIG.value, _WORKDIR.value, baseline=_BASELINE.value)
+  except (ValueError, FileExistsError, FileNotFoundError, NonFiniteError) as error:
     sys.exit(f"error: {error}")
   except Interrupted as interrupted:
     print(interrupted, file=sys.stderr)

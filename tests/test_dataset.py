@@ -20,15 +20,27 @@ from tests.test_loop import tiny_pref_config
 
 READ_WITHOUT_TENSORFLOW = """
 import json, sys
-sys.modules["tensorflow"] = None  # import tensorflow now fails, installed or not
-sys.modules["rlhf_jax"] = None  # and so does this package: a reader needs neither
+
+class Hidden:  # tensorflow and rlhf_jax look as if they were not installed
+  def __init__(self, finder):
+    self.finder = finder
+
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] in ("tensorflow", "rlhf_jax"):
+      return None
+    return self.finder.find_spec(name, path, target)
+
+  def __getattr__(self, name):
+    return getattr(self.finder, name)
+
+sys.meta_path[:] = [Hidden(finder) for finder in sys.meta_path]
 import tensorflow_datasets as tfds
 source = tfds.data_source("rlhf_preferences", data_dir=sys.argv[1], split="train")
 rows = sorted((source[i] for i in range(len(source))), key=lambda row: int(row["index"]))
 print(json.dumps({
   "label": [float(r["label"]) for r in rows],
   "obs": [r["first"]["obs"].tolist() for r in rows],
-  "tensorflow_loaded": sys.modules.get("tensorflow") is not None,
+  "tensorflow_loaded": "tensorflow" in sys.modules,
 }))
 """
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import loop, train
+from rlhf_jax import loop, metrics, train
 from rlhf_jax.config import default_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,6 +73,27 @@ def test_workdir_outputs(tmp_path):
   assert (workdir / "return.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir / "tensorboard"))
   assert os.listdir(workdir / "checkpoints") == ["2"]  # after the last chunk
+
+
+def test_return_plot_draws_the_learned_return_and_a_baseline_run(tmp_path, monkeypatch):
+  with pytest.raises(FileNotFoundError, match="holds no metrics.jsonl"):
+    train.train(tiny_pref_config(), str(tmp_path / "pref"), baseline=str(tmp_path / "none"))
+  assert not (tmp_path / "pref").exists()  # refused before anything was written
+  baseline = train.train(tiny_config(), str(tmp_path / "true")).records
+  drawn = {}
+
+  def plot_lines(lines, path, title, ylabel, right=None):
+    drawn.update(lines, **(right or {}))
+
+  monkeypatch.setattr(metrics, "plot_lines", plot_lines)
+  baseline_dir = str(tmp_path / "true")
+  records = train.train(tiny_pref_config(), str(tmp_path / "pref"), baseline=baseline_dir).records
+  steps = lambda rows, key: [r["env_steps"] for r in rows if r[key] is not None]  # noqa: E731
+  assert [x for x, _ in drawn["true return of true-reward PPO"]] == steps(baseline, "true_return")
+  assert [x for x, _ in drawn["true return"]] == steps(records, "true_return")
+  assert [y for _, y in drawn["learned return (right axis)"]] == [
+    r["learned_return"] for r in records if r["learned_return"] is not None
+  ]
 
 
 def test_iterations_count_and_chunk_metrics_are_finite():
