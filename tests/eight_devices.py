@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from rlhf_jax import checkpoint, loop, sharding
-from tests.test_loop import tiny_pref_config
+from tests.test_loop import host_transfers, tiny_pref_config
 
 pytestmark = pytest.mark.skipif(jax.device_count() != 8, reason="needs 8 devices")
 
@@ -98,6 +98,7 @@ def test_learned_reward_of_the_rollout_is_computed_where_its_envs_live(trainers,
 
 
 def test_no_host_transfer_inside_a_chunk_on_8_devices(trainers, compiled_chunk):
+  assert host_transfers(compiled_chunk) == []
   state = trainers[1].init(jax.random.PRNGKey(0))
   with jax.transfer_guard("disallow"):
     state, metrics = compiled_chunk(state)
