@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from rlhf_jax import metrics
 from rlhf_jax.labeling.scripted import free_port
 from tests.test_loop import REPO
 
 
+@pytest.mark.slow  # two processes compiling side by side on 2 cores
 def test_two_processes_train_together_and_agree(tmp_path):
   port, workdir = free_port(), str(tmp_path / "run")
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=REPO)
