@@ -35,12 +35,19 @@ def segments(arrays: dict, index) -> Segment:
   return Segment(*(jnp.asarray(arrays[field][index]) for field in Segment._fields))
 
 
-def fit(arrays: dict, config, steps: int, test_fraction: float, seed: int, log=print) -> dict:
-  """Trains on a random (1 - test_fraction) of the pairs; returns the accuracies."""
-  count = len(arrays["label"])
+def split_pairs(count: int, test_fraction: float, seed: int):
+  """(test, train): index arrays of a random split of `count` pairs."""
   order = np.random.default_rng(seed).permutation(count)
   num_test = max(1, int(round(count * test_fraction)))
-  test, train = order[:num_test], order[num_test:]
+  return order[:num_test], order[num_test:]
+
+
+def fit(arrays: dict, config, steps: int, test_fraction: float, seed: int, log=print) -> dict:
+  """Trains on a random (1 - test_fraction) of the pairs (`split_pairs`); returns the
+  accuracies."""
+  count = len(arrays["label"])
+  test, train = split_pairs(count, test_fraction, seed)
+  num_test = len(test)
   if len(train) < 2:
     raise ValueError(f"{count} pairs are too few to hold {num_test} out and train on the rest")
   first, second = arrays["first"], arrays["second"]
