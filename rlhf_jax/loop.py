@@ -39,6 +39,7 @@ class PreferenceState:
   preferences: reward_model.PreferenceBuffer
   reward_model: reward_model.RewardModelState
   learned_return: jax.Array  # float32 [N]: learned return of each env's running episode
+  recent_return: jax.Array  # float32 []: true return of recently ended episodes (teacher)
   queries_asked: jax.Array  # int32 []
   labels_used: jax.Array  # int32 []: queries the teacher answered (not skipped)
 
@@ -86,6 +87,15 @@ def episode_metrics(transitions: Transition) -> dict:
     "episode_return_sum": jnp.sum(ended * transitions.episode_return),
     "episodes": jnp.sum(ended),
   }
+
+
+def recent_episode_return(previous, transitions: Transition) -> jax.Array:
+  """The mean true return of the episodes that ended in `transitions`, or `previous` when
+  none did: the teacher's stand-in for B-Pref's mean over the last 10 episodes."""
+  ended = 1.0 - transitions.discount
+  count = jnp.sum(ended)
+  mean = jnp.sum(ended * transitions.episode_return) / jnp.maximum(count, 1.0)
+  return jnp.where(count > 0, mean, previous)
 
 
 def all_finite(tree) -> jax.Array:
@@ -142,6 +152,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   steps_per_iteration = config_lib.env_steps_per_iteration(config)
   learned = config.reward.source == "learned"
   segment_length = config_lib.segment_length(config, envs.control_dt(env, config.env.action_repeat))
+  episode_steps = config.env.episode_length // config.env.action_repeat
   model = reward_model.make_reward_model(config, env.observation_size, env.action_size, shard)
   human = config.teacher == "human"  # labels come from the host, between chunks
   teacher = None if human else teachers.from_config(config)
@@ -184,12 +195,11 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
       first, second = jax.tree.map(lambda x: x[chosen], (first, second))
     return first, second
 
-  def ask(prefs: PreferenceState, key, transitions, num_pairs: int, num_asked, method: str):
+  def ask(prefs: PreferenceState, key, num_pairs: int, num_asked, method: str):
     """Picks `num_pairs` pairs, has the teacher label the first `num_asked`, stores them."""
     key_pool, key_select, key_teacher, key_store = jax.random.split(key, 4)
     first, second = choose_pairs(prefs, key_pool, key_select, num_pairs, method)
-    # B-Pref's margin: the mean true return of a segment under the current policy.
-    margin = jnp.mean(transitions.true_reward) * segment_length
+    margin = teachers.margin(prefs.recent_return, segment_length, episode_steps)
     labels, labelled = teachers.label(teacher, key_teacher, first, second, margin)
     asked = jnp.arange(num_pairs) < num_asked
     keep = asked & labelled  # a skipped query is asked, not kept
@@ -270,13 +280,14 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
       ),
       reward_model=model.init(key_model),
       learned_return=jnp.zeros(one_step.mask.shape, jnp.float32),
+      recent_return=recent_episode_return(jnp.zeros((), jnp.float32), transitions),
       queries_asked=jnp.zeros((), jnp.int32),
       labels_used=jnp.zeros((), jnp.int32),
     )
     prefs = collect_segments(prefs, transitions, key_cut)
     if not human:  # a person's initial labels come from the host (labeling/human.py)
       # The untrained ensemble's disagreement means nothing yet: the first pairs are uniform.
-      prefs, _ = ask(prefs, key_ask, transitions, num_initial, num_initial, "uniform")
+      prefs, _ = ask(prefs, key_ask, num_initial, num_initial, "uniform")
     rm_state = model.observe(
       prefs.reward_model, transitions.obs, transitions.action, transitions.next_obs
     )
@@ -314,11 +325,10 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
     if learned:
       key_cut, key_ask, key_fit, key_reward = jax.random.split(key_prefs, 4)
       prefs = collect_segments(prefs, transitions, key_cut)
+      prefs = prefs.replace(recent_return=recent_episode_return(prefs.recent_return, transitions))
       if max_queries:
         due = jnp.asarray(schedule)[jnp.minimum(state.iteration, len(schedule) - 1)]
-        prefs, query_metrics = ask(
-          prefs, key_ask, transitions, max_queries, due, queries_config.method
-        )
+        prefs, query_metrics = ask(prefs, key_ask, max_queries, due, queries_config.method)
         metrics.update(query_metrics)
       rm_state = model.observe(
         prefs.reward_model, transitions.obs, transitions.action, transitions.next_obs

@@ -7,13 +7,19 @@ five parameters, so they combine freely:
 
   beta         rationality: P(first) = σ(β (R₁ - R₂)); inf answers deterministically
   gamma        myopia: step t of n weighs γ^(n-1-t), so later steps count more; 1 = none
-  eps_skip     skip the query when both returns are below eps_skip × margin
+  eps_skip     skip the query when neither return exceeds eps_skip × margin
   eps_equal    answer 0.5 when the returns differ by less than eps_equal × margin
   eps_mistake  flip the answer with probability eps_mistake
 
-As in B-Pref, the thresholds scale with `margin`, the mean true return of a segment under
-the current policy; the skip and equal tests use the undiscounted returns. Two returns
-that are exactly equal get 0.5 from a deterministic teacher.
+As in B-Pref's `RewardModel.get_label`: the skip and equal tests use the undiscounted
+returns; a query is skipped only when the skip threshold is positive (so on a task whose
+returns are negative, such as reacher, the skip teacher skips nothing); the mistake flip
+comes after the rational or Bradley-Terry answer and the equal answer overrides both.
+`margin` is B-Pref's: the mean true return of recent finished episodes times segment
+length over episode length (`margin` below). Two choices differ from B-Pref on purpose:
+two exactly equal returns get 0.5 from a deterministic teacher (B-Pref prefers the first),
+and the thresholds are ε × margin at every update (B-Pref's train_PEBBLE.py multiplies by
+ε twice after its first update, giving ε² × margin).
 """
 
 from typing import NamedTuple
@@ -64,12 +70,19 @@ def segment_return(segment: Segment, gamma=1.0) -> jax.Array:
   return jnp.sum(weight * segment.true_reward, axis=-1)
 
 
+def margin(recent_return, segment_length: int, episode_steps: int):
+  """B-Pref's scale of the skip and equal thresholds: the mean true return of recent
+  finished episodes times segment length over episode length (agent steps both)."""
+  return recent_return * segment_length / episode_steps
+
+
 def label(params: TeacherParams, key, first: Segment, second: Segment, margin):
   """Labels pairs of segments ([P, K, ...] each). Returns (labels [P], valid bool [P])."""
   key_choice, key_mistake = jax.random.split(key)
   return_first, return_second = segment_return(first), segment_return(second)
-  valid = jnp.maximum(return_first, return_second) > params.eps_skip * margin
-  valid = valid | (params.eps_skip <= 0)
+  skip_threshold = params.eps_skip * margin
+  valid = jnp.maximum(return_first, return_second) > skip_threshold
+  valid = valid | (skip_threshold <= 0)
   equal = jnp.abs(return_first - return_second) < params.eps_equal * margin
 
   difference = segment_return(first, params.gamma) - segment_return(second, params.gamma)

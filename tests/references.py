@@ -37,3 +37,33 @@ def linear_preference_accuracy(first: dict, second: dict, labels, train, test) -
 def share_of_learnable_gap(accuracy: float, untrained: float, reference: float) -> float:
   """How far `accuracy` got from `untrained` toward `reference` (1: all the way)."""
   return (accuracy - untrained) / max(reference - untrained, 1e-6)
+
+
+def bpref_get_label(r_first, r_second, beta, gamma, eps_mistake, thres_skip, thres_equal, rng):
+  """B-Pref's `RewardModel.get_label` (rll-research/BPref, reward_model.py), read into plain
+  NumPy and loops over queries, on per-step true rewards [P, K] (full segments).
+
+  Returns (kept [P] bool, labels [P] of the kept queries in B-Pref's encoding: 1 when the
+  second segment is preferred, 0 the first, -1 equally preferable). `beta <= 0` is the
+  rational teacher, as in B-Pref; thresholds are the products ε × margin B-Pref stores.
+  """
+  r_first, r_second = np.asarray(r_first, np.float64), np.asarray(r_second, np.float64)
+  kept = np.ones(len(r_first), bool)
+  if thres_skip > 0:  # B-Pref skips only with a positive threshold
+    for i in range(len(r_first)):
+      kept[i] = max(r_first[i].sum(), r_second[i].sum()) > thres_skip
+  labels = []
+  for a, b in zip(r_first[kept], r_second[kept], strict=True):
+    equal = abs(a.sum() - b.sum()) < thres_equal
+    steps = len(a)
+    weights = np.array([gamma ** (steps - 1 - t) for t in range(steps)])
+    sum_a, sum_b = float(weights @ a), float(weights @ b)
+    if beta > 0:
+      p_second = np.exp(beta * sum_b) / (np.exp(beta * sum_a) + np.exp(beta * sum_b))
+      label = int(rng.random() < p_second)
+    else:
+      label = int(sum_a < sum_b)
+    if rng.random() <= eps_mistake:
+      label = 1 - label
+    labels.append(-1 if equal else label)
+  return kept, np.array(labels, int)

@@ -4,8 +4,10 @@ import json
 import math
 import os
 import re
+from types import SimpleNamespace
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -262,3 +264,37 @@ def test_num_seeds_runs_each_seed_as_it_runs_alone(tmp_path, make_config, names)
       strict=True,
     ):
       np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-5)
+
+
+def test_recent_episode_return_is_the_mean_of_the_episodes_that_ended():
+  rng = np.random.default_rng(0)
+  discount = (rng.random((3, 4, 8)) > 0.2).astype(np.float32)
+  episode_return = rng.normal(50.0, 20.0, discount.shape).astype(np.float32)
+  transitions = SimpleNamespace(discount=jnp.asarray(discount), episode_return=episode_return)
+  ended = [r for r, d in zip(episode_return.ravel(), discount.ravel(), strict=True) if d == 0]
+  got = float(loop.recent_episode_return(jnp.float32(-7.0), transitions))
+  assert got == pytest.approx(sum(ended) / len(ended), rel=1e-5)
+  none_ended = SimpleNamespace(discount=jnp.ones((3, 4, 8)), episode_return=episode_return)
+  assert float(loop.recent_episode_return(jnp.float32(-7.0), none_ended)) == -7.0
+
+
+@pytest.mark.parametrize(
+  "env_name", [pytest.param("reacher", marks=pytest.mark.slow), "inverted_pendulum"]
+)
+def test_skip_teacher_keeps_queries_as_bpref_would(env_name):
+  """reacher's returns are negative, so B-Pref's skip threshold is too and nothing is
+  skipped. inverted_pendulum's segments return 1 per step, and its threshold (ε = 1) is
+  the mean return of recent episodes times 10 / 1,000 steps, below any segment's return;
+  a margin of the mean reward per step times the segment length (10) skipped the
+  segments that an episode end cut short."""
+  config = tiny_pref_config()
+  config.env.name = env_name
+  config.teacher = "skip"
+  config.teacher_params.eps_skip = 1.0
+  trainer = loop.make_trainer(config)
+  state = trainer.init(jax.random.PRNGKey(0))
+  for _ in range(config_lib.num_chunks(config)):
+    state, _ = trainer.chunk(state)
+  prefs = state.preferences
+  assert int(prefs.queries_asked) == config.queries.total_labels
+  assert int(prefs.labels_used) == int(prefs.queries_asked)

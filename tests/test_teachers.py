@@ -10,6 +10,7 @@ from rlhf_jax import config as config_lib
 from rlhf_jax import teachers
 from rlhf_jax.teachers import TeacherParams
 from rlhf_jax.types import Segment
+from tests import references
 
 
 def segments(rewards, mask=None):
@@ -95,3 +96,65 @@ def test_oracle_disagreement_counts_flipped_labels():
   labels = jnp.array([1.0, 1.0, 0.0, 1.0])  # two of the four are wrong
   valid = jnp.array([True, True, True, False])
   assert float(teachers.oracle_disagreement(labels, valid, first, second)) == pytest.approx(2 / 3)
+
+
+def as_ours(bpref_labels):
+  """B-Pref's encoding (1: second preferred, 0: first, -1: equal) in ours (P(first))."""
+  return np.select([bpref_labels == 1, bpref_labels == 0], [0.0, 1.0], 0.5)
+
+
+@pytest.mark.parametrize("margin", [2.0, -2.0])
+@pytest.mark.parametrize("gamma", [1.0, 0.8])
+@pytest.mark.parametrize("eps_skip, eps_equal", [(0.0, 0.0), (0.5, 0.0), (0.0, 0.3), (0.4, 0.3)])
+def test_deterministic_teachers_match_a_numpy_reading_of_bpref(margin, gamma, eps_skip, eps_equal):
+  """Random segments of mixed sign; with a negative margin the skip threshold is negative,
+  and B-Pref then skips nothing (ours once skipped about half of reacher's queries)."""
+  rng = np.random.default_rng(0)
+  first, second = rng.normal(0.1, 1.0, (2, 500, 6))
+  kept, expected = references.bpref_get_label(
+    first, second, -1, gamma, 0.0, eps_skip * margin, eps_equal * margin, rng
+  )
+  params = TeacherParams(gamma=gamma, eps_skip=eps_skip, eps_equal=eps_equal)
+  labels, valid = label(params, first, second, margin=margin)
+  np.testing.assert_array_equal(valid, kept)
+  np.testing.assert_array_equal(labels[valid], as_ours(expected))
+  if eps_skip and margin > 0:
+    assert 0 < kept.sum() < len(kept)  # the case tests something
+
+
+def test_stochastic_myopic_teacher_matches_bpref_probabilities():
+  """β = 1, γ = 0.8: for each of 100 random pairs, asked 400 times, the share of 'first'
+  answers against B-Pref's (NumPy loop, 400 draws each): a two-sample chi-square."""
+  rng = np.random.default_rng(1)
+  pairs, draws = 100, 400
+  first, second = rng.normal(0.0, 0.5, (2, pairs, 5))
+  ours, _ = label(
+    TeacherParams(beta=1.0, gamma=0.8),
+    np.repeat(first, draws, axis=0),
+    np.repeat(second, draws, axis=0),
+  )
+  ours = ours.reshape(pairs, draws).mean(axis=1)
+  _, bpref = references.bpref_get_label(
+    np.repeat(first, draws, axis=0), np.repeat(second, draws, axis=0), 1.0, 0.8, 0.0, 0, 0, rng
+  )
+  theirs = as_ours(bpref).reshape(pairs, draws).mean(axis=1)
+  pooled = np.clip((ours + theirs) / 2, 1e-3, 1 - 1e-3)
+  chi2 = np.sum((ours - theirs) ** 2 / (2 * pooled * (1 - pooled) / draws))
+  assert chi2 < pairs + 5 * np.sqrt(2 * pairs), chi2
+  assert np.ptp(theirs) > 0.5  # the pairs span a range of probabilities: β and γ show
+
+
+def test_mistake_teacher_flips_as_often_as_bpref():
+  rng = np.random.default_rng(2)
+  first, second = rng.normal(0.0, 1.0, (2, 20_000, 4))
+  oracle = (first.sum(-1) > second.sum(-1)).astype(float)
+  ours, _ = label(TeacherParams(eps_mistake=0.1), first, second)
+  _, bpref = references.bpref_get_label(first, second, -1, 1.0, 0.1, 0, 0, rng)
+  flipped_ours, flipped_bpref = np.mean(ours != oracle), np.mean(as_ours(bpref) != oracle)
+  assert abs(flipped_ours - flipped_bpref) < 4 * np.sqrt(2 * 0.1 * 0.9 / 20_000)
+  assert abs(flipped_bpref - 0.1) < 0.01
+
+
+def test_margin_is_bprefs_recent_return_times_segment_over_episode_length():
+  # 10 recent episodes of mean return 300, segments of 50 of 1,000 steps: 15.
+  assert float(teachers.margin(jnp.float32(300.0), 50, 1000)) == pytest.approx(15.0)
