@@ -1,22 +1,29 @@
 """How many labels does PPO need? True-reward PPO against learning from 350/700/1400 labels.
 
-  python experiments/label_efficiency.py --env=reacher --seeds=0,1,2 --out=runs/label_eff
+  python experiments/label_efficiency.py --envs=all --seeds=0,1,2 --resume --out=runs/paper
+  python experiments/label_efficiency.py --envs=hopper,walker2d --labels=700 \
+      --teachers=stochastic,mistake,myopic --resume --out=runs/paper
 
-For one env, runs `configs/<env>.py` (PPO on the true reward) and `configs/<env>_pref.py`
+For each env, runs `configs/<env>.py` (PPO on the true reward) and `configs/<env>_pref.py`
 (the same PPO on a reward learned from a simulated oracle's labels) with each label
-budget, over the same env steps and seeds. Each final policy is scored on 128 fresh full
-episodes by Brax's evaluator (rlhf_jax/evaluation.py). Writes to --out:
+budget, and with --teachers, B-Pref's noisy teachers at --teacher_labels labels; all over
+the same env steps and seeds. Each final policy is scored on 128 fresh full episodes by
+Brax's evaluator (rlhf_jax/evaluation.py). Writes to --out:
 
-  curves.csv            true return (chunk mean) against env steps, per run
-  final.csv             the final eval return of each run
-  label_efficiency.png  mean true return against env steps, one line per condition
+  <env>/curves.csv            true return (chunk mean) against env steps, per run
+  <env>/final.csv             the final eval return of each run
+  <env>/label_efficiency.png  mean true return against env steps, one line per condition
+  paper_table.csv             one row per env: true-reward return, each budget's return
+                              and ratio, steps/s
+  paper_figure.png            a panel per env in the layout of the paper's Figure 1
 
 and prints, per condition, the mean final return over seeds and its ratio to true-reward
 PPO: (learned - initial) / (true - initial), the share of the true-reward run's gain
 over the untrained policy (meaningful for negative returns too). The preference runs'
 first iteration only collects the initial labels: they take one iteration more of env
 steps than the true-reward run. CSVs are rewritten as each run ends; `--resume` reruns
-only the (condition, seed) pairs they lack.
+only the (condition, seed) pairs they lack, so an interrupted table picks up where it
+stopped; `--summarize` only re-reads them.
 """
 
 import argparse
@@ -33,6 +40,17 @@ from rlhf_jax import config as config_lib
 from rlhf_jax import evaluation, metrics, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Christiano et al. 2017's MuJoCo tasks, in their Figure 1's order; Brax has each one.
+PAPER_TASKS = (
+  "inverted_pendulum",
+  "inverted_double_pendulum",
+  "reacher",
+  "swimmer",
+  "hopper",
+  "walker2d",
+  "halfcheetah",
+  "ant",
+)
 
 
 def run(config, seed: int, condition: str, log):
@@ -128,11 +146,73 @@ def write_csv(path: str, rows: list[dict]) -> None:
     writer.writerows(rows)
 
 
+def make_conditions(env: str, args) -> list[tuple[str, object]]:
+  """(condition, config) pairs of one env: true reward, each label budget with the
+  oracle, and each of --teachers with --teacher_labels labels."""
+  base = config_lib.load(os.path.join(REPO, "configs", f"{env}.py"))
+  preference = config_lib.load(os.path.join(REPO, "configs", f"{env}_pref.py"))
+  if args.total_env_steps:
+    base.total_env_steps = preference.total_env_steps = args.total_env_steps
+
+  def with_labels(labels: int, teacher: str = "oracle"):
+    config = preference.copy_and_resolve_references()
+    config.queries.total_labels = labels
+    config.teacher = teacher
+    return config
+
+  conditions = [("true reward", base)]
+  conditions += [(f"{n} labels", with_labels(n)) for n in parse_ints(args.labels)]
+  if args.teachers:
+    n = args.teacher_labels
+    conditions += [(f"{n} labels, {t}", with_labels(n, t)) for t in args.teachers.split(",")]
+  for _, config in conditions:
+    config_lib.validate(config)
+  return conditions
+
+
+def parse_ints(text: str) -> list[int]:
+  return [int(item) for item in text.split(",") if item]
+
+
+def run_env(env: str, args, log) -> tuple[list[dict], list[dict]]:
+  """Runs (or, with --resume, completes) one env's conditions and seeds under
+  --out/<env>/; returns its (curves, final rows)."""
+  out = os.path.join(args.out, env)
+  os.makedirs(out, exist_ok=True)
+  conditions = make_conditions(env, args)
+  curves, rows = [], []
+  if args.resume and os.path.exists(os.path.join(out, "final.csv")):
+    curves, rows = read_csv(out, "curves.csv"), read_csv(out, "final.csv")
+    log(f"{env}: resuming, {len(rows)} runs already in {out}")
+  done = {(row["condition"], row["seed"]) for row in rows}
+  curves = [c for c in curves if (c["condition"], c["seed"]) in done]
+  for seed in parse_ints(args.seeds):
+    for condition, config in conditions:
+      if (condition, seed) in done:
+        continue
+      log(f"{env}: {condition}, seed {seed}")
+      curve, row = run(config, seed, condition, log)
+      curves += curve
+      rows.append(row)
+      write_csv(os.path.join(out, "curves.csv"), curves)  # kept current as runs end
+      write_csv(os.path.join(out, "final.csv"), rows)
+  return curves, rows
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--env", default="reacher", help="uses configs/<env>.py and <env>_pref.py")
+  parser.add_argument(
+    "--envs",
+    default="reacher",
+    help="comma-separated; each uses configs/<env>.py and <env>_pref.py; 'all' is the "
+    f"paper's eight: {','.join(PAPER_TASKS)}",
+  )
   parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--labels", default="350,700,1400")
+  parser.add_argument("--labels", default="350,700,1400", help="oracle label budgets")
+  parser.add_argument(
+    "--teachers", default="", help="noisy B-Pref teachers, e.g. stochastic,mistake,myopic"
+  )
+  parser.add_argument("--teacher_labels", type=int, default=700, help="their label budget")
   parser.add_argument("--total_env_steps", type=int, default=None, help="override the budget")
   parser.add_argument("--out", default="runs/label_efficiency")
   parser.add_argument(
@@ -145,49 +225,112 @@ def main(argv=None):
     "and run only the missing ones",
   )
   args = parser.parse_args(argv)
-  if args.summarize:
-    return report(
-      args.env, read_csv(args.out, "curves.csv"), read_csv(args.out, "final.csv"), args.out
-    )
+  envs = list(PAPER_TASKS) if args.envs == "all" else args.envs.split(",")
   log = functools.partial(print, file=sys.stderr, flush=True)
   log(f"devices: {jax.devices()}")
-  base = config_lib.load(os.path.join(REPO, "configs", f"{args.env}.py"))
-  preference = config_lib.load(os.path.join(REPO, "configs", f"{args.env}_pref.py"))
-  if args.total_env_steps:
-    base.total_env_steps = preference.total_env_steps = args.total_env_steps
-  conditions = [("true reward", base)]
-  for labels in (int(n) for n in args.labels.split(",")):
-    config = preference.copy_and_resolve_references()
-    config.queries.total_labels = labels
-    conditions.append((f"{labels} labels", config))
-  for _, config in conditions:
-    config_lib.validate(config)
-
-  os.makedirs(args.out, exist_ok=True)
-  curves, rows = [], []
-  if args.resume and os.path.exists(os.path.join(args.out, "final.csv")):
-    curves, rows = read_csv(args.out, "curves.csv"), read_csv(args.out, "final.csv")
-    log(f"resuming: {len(rows)} runs already in {args.out}")
-  done = {(row["condition"], row["seed"]) for row in rows}
-  curves = [c for c in curves if (c["condition"], c["seed"]) in done]
-  for seed in (int(s) for s in args.seeds.split(",")):
-    for condition, config in conditions:
-      if (condition, seed) in done:
-        continue
-      curve, row = run(config, seed, condition, log)
-      curves += curve
-      rows.append(row)
-      write_csv(os.path.join(args.out, "curves.csv"), curves)  # kept current as runs end
-      write_csv(os.path.join(args.out, "final.csv"), rows)
-  return report(args.env, curves, rows, args.out)
+  results = {}
+  for env in envs:
+    if not args.summarize:
+      results[env] = run_env(env, args, log)
+    elif os.path.exists(os.path.join(args.out, env, "final.csv")):
+      out = os.path.join(args.out, env)
+      results[env] = read_csv(out, "curves.csv"), read_csv(out, "final.csv")
+    else:
+      log(f"{env}: no runs in {os.path.join(args.out, env)} yet")
+  return report(results, args.out, parse_ints(args.labels))
 
 
-def report(env: str, curves: list[dict], rows: list[dict], out: str) -> list[dict]:
-  plot(curves, os.path.join(out, "label_efficiency.png"), env)
-  summaries = summarize(rows)
-  initial = statistics.fmean(r["initial_return"] for r in rows if r["condition"] == "true reward")
-  print(format_table(env, summaries, initial), flush=True)
+def report(results: dict, out: str, budgets: list[int]) -> dict:
+  """Prints each env's table and, over all of them, the paper table; writes each env's
+  plot, paper_table.csv and paper_figure.png. Returns {env: summaries}."""
+  summaries = {}
+  for env, (curves, rows) in results.items():
+    plot(curves, os.path.join(out, env, "label_efficiency.png"), env)
+    summaries[env] = summarize(rows)
+    initial = statistics.fmean(r["initial_return"] for r in rows if r["condition"] == "true reward")
+    print(format_table(env, summaries[env], initial) + "\n", flush=True)
+  if results:
+    table = paper_rows(summaries, budgets)
+    write_csv(os.path.join(out, "paper_table.csv"), table)
+    plot_panels({env: curves for env, (curves, _) in results.items()}, budgets, out)
+    print(format_paper_table(table, budgets), flush=True)
   return summaries
+
+
+def paper_rows(summaries: dict, budgets: list[int]) -> list[dict]:
+  """One row per env: the true-reward return and each budget's return and ratio."""
+  rows = []
+  for env, group in summaries.items():
+    by_condition = {s["condition"]: s for s in group}
+    true = by_condition["true reward"]
+    row = {"env": env, "seeds": true["seeds"], "true_return": true["return"]}
+    for n in budgets:
+      s = by_condition.get(f"{n} labels")
+      row[f"return_{n}"] = s["return"] if s else None
+      row[f"ratio_{n}"] = s["ratio"] if s else None
+      row[f"seeds_{n}"] = s["seeds"] if s else 0
+    row["true_steps_per_second"] = true["steps_per_second"]
+    labelled = [s for s in group if s["condition"] != "true reward"]
+    row["pref_steps_per_second"] = (
+      statistics.fmean(s["steps_per_second"] for s in labelled) if labelled else None
+    )
+    rows.append(row)
+  return rows
+
+
+def format_paper_table(rows: list[dict], budgets: list[int]) -> str:
+  header = f"{'env':<26}{'true':>9}" + "".join(f"{f'{n} labels':>22}" for n in budgets)
+  header += f"{'sps true':>10}{'sps pref':>10}"
+  lines = [header, "-" * len(header)]
+  for row in rows:
+    line = f"{row['env']:<26}{row['true_return']:>9.1f}"
+    for n in budgets:
+      if row[f"return_{n}"] is None:
+        line += f"{'-':>22}"
+      else:
+        cell = f"{row[f'return_{n}']:.1f} ({row[f'ratio_{n}']:.2f}, {row[f'seeds_{n}']} s)"
+        line += f"{cell:>22}"
+    pref = row["pref_steps_per_second"]
+    line += f"{row['true_steps_per_second']:>10,.0f}" + (f"{pref:>10,.0f}" if pref else "")
+    lines.append(line)
+  lines.append("cells: mean final return (ratio to the true-reward run, seeds)")
+  return "\n".join(lines)
+
+
+def plot_panels(curves: dict, budgets: list[int], out: str) -> None:
+  """paper_figure.png in the layout of the paper's Figure 1: a panel per env, true return
+  against env steps; the true-reward run dashed, one curve per label budget; lines are
+  means over seeds, shades span the seeds' lowest to highest."""
+  from matplotlib.figure import Figure  # noqa: PLC0415
+
+  columns = min(4, len(curves))
+  fig = Figure(figsize=(4 * columns, 3.2 * -(-len(curves) // columns)))
+  axes = fig.subplots(-(-len(curves) // columns), columns, squeeze=False).ravel()
+  for ax, (env, env_curves) in zip(axes, curves.items(), strict=False):
+    for index, condition in enumerate(["true reward"] + [f"{n} labels" for n in budgets]):
+      points = {}
+      for c in env_curves:
+        if c["condition"] == condition and c["return"] is not None:
+          points.setdefault(c["env_steps"], []).append(c["return"])
+      if not points:
+        continue
+      steps = sorted(points)
+      mean = [statistics.fmean(points[s]) for s in steps]
+      if condition == "true reward":
+        ax.plot(steps, mean, "--", color="black", label="RL on the true reward")
+        continue
+      ax.plot(steps, mean, color=f"C{index - 1}", label=condition)
+      low, high = [min(points[s]) for s in steps], [max(points[s]) for s in steps]
+      ax.fill_between(steps, low, high, color=f"C{index - 1}", alpha=0.2, linewidth=0)
+    ax.set_title(env)
+    ax.set_xlabel("env steps")
+    ax.grid(alpha=0.3)
+  for ax in axes[len(curves) :]:
+    ax.set_visible(False)
+  axes[0].set_ylabel("true return")
+  axes[0].legend(loc="best", fontsize="small")
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "paper_figure.png"), dpi=100)
 
 
 def read_csv(out: str, name: str) -> list[dict]:

@@ -41,16 +41,39 @@ def test_label_efficiency_resume_runs_only_what_the_csvs_lack(tmp_path, monkeypa
   out = str(tmp_path / "out")
   calls = []
   monkeypatch.setattr(module, "run", fake_run(calls))
-  args = ["--env=inverted_pendulum", "--seeds=0,1", "--labels=100,200", f"--out={out}"]
+  args = ["--envs=inverted_pendulum", "--seeds=0,1", "--labels=100,200", f"--out={out}"]
   module.main(args)
   expected = [(c, s) for s in (0, 1) for c in ("true reward", "100 labels", "200 labels")]
   assert calls == expected
 
-  rows = module.read_csv(out, "final.csv")
-  module.write_csv(os.path.join(out, "final.csv"), [r for r in rows if r["seed"] == 0])
+  env_out = os.path.join(out, "inverted_pendulum")
+  rows = module.read_csv(env_out, "final.csv")
+  module.write_csv(os.path.join(env_out, "final.csv"), [r for r in rows if r["seed"] == 0])
   calls.clear()
-  summaries = module.main(args + ["--resume"])
+  summaries = module.main(args + ["--resume"])["inverted_pendulum"]
   assert calls == [("true reward", 1), ("100 labels", 1), ("200 labels", 1)]
   ratios = {s["condition"]: s["ratio"] for s in summaries}
   assert ratios == pytest.approx({"true reward": 1.0, "100 labels": 0.1, "200 labels": 0.2})
-  assert len(module.read_csv(out, "final.csv")) == len(module.read_csv(out, "curves.csv")) == 6
+  assert len(module.read_csv(env_out, "final.csv")) == 6
+  assert len(module.read_csv(env_out, "curves.csv")) == 6
+
+
+def test_paper_table_has_a_row_and_a_panel_per_env_and_the_noisy_teachers(tmp_path, monkeypatch):
+  module = experiment("label_efficiency")
+  out = str(tmp_path / "out")
+  calls = []
+  monkeypatch.setattr(module, "run", fake_run(calls))
+  envs = "inverted_pendulum,reacher"
+  module.main(
+    [f"--envs={envs}", "--seeds=0", "--labels=350,700", "--teachers=mistake", f"--out={out}"]
+  )
+  assert (
+    calls
+    == [(c, 0) for c in ("true reward", "350 labels", "700 labels", "700 labels, mistake")] * 2
+  )
+  table = module.read_csv(out, "paper_table.csv")
+  assert [row["env"] for row in table] == envs.split(",")
+  # fake_run: the true-reward run gains 1000 over the initial return, n labels gain n.
+  assert table[0]["true_return"] == 0.0
+  assert table[0]["ratio_350"] == pytest.approx(0.35) and table[1]["ratio_700"] == 0.7
+  assert os.path.getsize(os.path.join(out, "paper_figure.png")) > 0

@@ -1,0 +1,22 @@
+"""halfcheetah from 700 preference labels of a simulated (oracle) teacher.
+
+  python -m rlhf_jax.train --config=configs/halfcheetah_pref.py --workdir=runs/halfcheetah_pref
+
+configs/halfcheetah.py with one change: PPO optimizes the reward model learned from the
+labels instead of the true reward. Episodes have a fixed length, so the learned reward is
+centered as in the paper. Segments are 1.5 s (30 steps). Measured results: the README's
+paper table (experiments/label_efficiency.py).
+"""
+
+import os
+
+from rlhf_jax import config as config_lib
+
+
+def get_config():
+  config = config_lib.load(os.path.join(os.path.dirname(__file__), "halfcheetah.py"))
+  config.reward.source = "learned"
+  config.queries.total_labels = 700
+  # Few, large iterations (655,360 env steps each): the reward model needs more steps in each.
+  config.reward.train_steps = 32
+  return config
