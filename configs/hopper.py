@@ -1,8 +1,16 @@
-"""PPO on the true reward of hopper (spring backend), sized for a CPU.
+"""PPO on the true reward of hopper (generalized backend), sized for one CPU core.
 
   python -m rlhf_jax.train --config=configs/hopper.py --workdir=runs/hopper
 
-Expected on a 2-core CPU: see the README's table (experiments/compare_brax_ppo.py).
+Settings for MuJoCo-style locomotion rather than Brax's wall-clock-tuned defaults: a long
+discount (0.995), 64 envs unrolled 64 steps (4 unrolls per iteration: 16,384 env steps),
+10 epochs over 4 minibatches, clip 0.2, entropy 1e-2, 64x64 policy and value networks.
+The backend matters most: on spring, Brax's fastest, the same PPO learned a fast hop that
+falls (1,180 at 16M env steps, episodes ~390 steps); on positional the hopper learned to
+stand still (850 at 4.9M); on generalized (MuJoCo's dynamics) it runs to the time limit.
+
+Measured on the 2-core CPU, one run per core (2026-12-03, seed 0): true return 2,361 at
+2.9M env steps (episodes ~790 steps); see the README's paper table for the final returns.
 """
 
 from rlhf_jax.config import default_config
@@ -11,12 +19,17 @@ from rlhf_jax.config import default_config
 def get_config():
   config = default_config()
   config.env.name = "hopper"
-  config.env.backend = "spring"
-  config.total_env_steps = 3_000_000
-  config.ppo.num_envs = 256
-  config.ppo.batch_size = 256
-  config.ppo.num_minibatches = 8
-  config.ppo.unroll_length = 20
-  config.ppo.num_updates_per_batch = 4
-  config.ppo.value_hidden_sizes = (256, 256)
+  config.env.backend = "generalized"
+  config.total_env_steps = 6_000_000
+  config.iterations_per_chunk = 20
+  config.ppo.num_envs = 64
+  config.ppo.batch_size = 64
+  config.ppo.num_minibatches = 4
+  config.ppo.unroll_length = 64
+  config.ppo.num_updates_per_batch = 10
+  config.ppo.discounting = 0.995
+  config.ppo.entropy_cost = 1e-2
+  config.ppo.clipping_epsilon = 0.2
+  config.ppo.policy_hidden_sizes = (64, 64)
+  config.ppo.value_hidden_sizes = (64, 64)
   return config
