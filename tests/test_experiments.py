@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from rlhf_jax import config as config_lib
 from tests.test_loop import REPO
 
 
@@ -61,8 +62,14 @@ def test_label_efficiency_resume_runs_only_what_the_csvs_lack(tmp_path, monkeypa
 def test_paper_table_has_a_row_and_a_panel_per_env_and_the_noisy_teachers(tmp_path, monkeypatch):
   module = experiment("label_efficiency")
   out = str(tmp_path / "out")
-  calls = []
-  monkeypatch.setattr(module, "run", fake_run(calls))
+  calls, teachers = [], {}
+  inner = fake_run(calls)
+
+  def recording(config, seed, condition, log):
+    teachers[condition] = (config.teacher, config.queries.total_labels, config.reward.source)
+    return inner(config, seed, condition, log)
+
+  monkeypatch.setattr(module, "run", recording)
   envs = "inverted_pendulum,reacher"
   module.main(
     [f"--envs={envs}", "--seeds=0", "--labels=350,700", "--teachers=mistake", f"--out={out}"]
@@ -71,9 +78,37 @@ def test_paper_table_has_a_row_and_a_panel_per_env_and_the_noisy_teachers(tmp_pa
     calls
     == [(c, 0) for c in ("true reward", "350 labels", "700 labels", "700 labels, mistake")] * 2
   )
+  assert teachers["700 labels, mistake"] == ("mistake", 700, "learned")
+  assert teachers["350 labels"] == ("oracle", 350, "learned")
+  assert teachers["true reward"][2] == "true"
   table = module.read_csv(out, "paper_table.csv")
   assert [row["env"] for row in table] == envs.split(",")
   # fake_run: the true-reward run gains 1000 over the initial return, n labels gain n.
   assert table[0]["true_return"] == 0.0
   assert table[0]["ratio_350"] == pytest.approx(0.35) and table[1]["ratio_700"] == 0.7
   assert os.path.getsize(os.path.join(out, "paper_figure.png")) > 0
+
+
+def test_brax_published_settings_replace_ours_where_brax_has_them():
+  module = experiment("compare_brax_ppo")
+  load = lambda name: config_lib.load(os.path.join(REPO, "configs", f"{name}.py"))  # noqa: E731
+  ours = load("halfcheetah")
+  theirs = module.brax_config(ours, "published")
+  # Brax's training notebook, halfcheetah: 2,048 envs, batch 512, 32 minibatches, unroll
+  # 20, 8 epochs, discount 0.95, entropy 1e-3; its default networks.
+  ppo = theirs.ppo
+  assert (ppo.num_envs, ppo.batch_size, ppo.num_minibatches, ppo.unroll_length) == (
+    2048,
+    512,
+    32,
+    20,
+  )
+  assert (ppo.num_updates_per_batch, ppo.discounting, ppo.entropy_cost) == (8, 0.95, 1e-3)
+  assert tuple(ppo.value_hidden_sizes) == (256,) * 5 and tuple(ppo.policy_hidden_sizes) == (32,) * 4
+  assert theirs.env == ours.env and theirs.total_env_steps == ours.total_env_steps
+  assert ours.ppo.num_envs == 256  # ours is left alone
+  config_lib.validate(theirs)
+  assert module.brax_config(load("reacher"), "published").env.action_repeat == 4
+  hopper = load("hopper")  # Brax publishes SAC settings for hopper: Brax runs ours
+  assert module.brax_config(hopper, "published") is hopper
+  assert module.brax_config(ours, "ours") is ours
