@@ -23,16 +23,17 @@ over the untrained policy (meaningful for negative returns too). The preference 
 first iteration only collects the initial labels: they take one iteration more of env
 steps than the true-reward run. CSVs are rewritten as each run ends; `--resume` reruns
 only the (condition, seed) pairs they lack, so an interrupted table picks up where it
-stopped; `--summarize` only re-reads them.
+stopped, and a run cut off midway continues from its last checkpoint in --workdirs;
+`--summarize` only re-reads the CSVs.
 """
 
 import argparse
 import csv
 import functools
 import os
+import shutil
 import statistics
 import sys
-import tempfile
 
 import jax
 
@@ -53,11 +54,12 @@ PAPER_TASKS = (
 )
 
 
-def run(config, seed: int, condition: str, log):
-  """Trains one run; returns (its curve rows, its final row)."""
+def run(config, seed: int, condition: str, log, workdir: str):
+  """Trains one run in `workdir` (continuing from its checkpoints, if an earlier attempt
+  was interrupted); returns (its curve rows, its final row)."""
   config = config.copy_and_resolve_references()
   config.seed = seed
-  with tempfile.TemporaryDirectory() as workdir, open(os.devnull, "w") as quiet:
+  with open(os.devnull, "w") as quiet:
     result = train.train(config, workdir, stream=quiet)
   key = jax.random.PRNGKey(1000 + seed)
   networks = result.trainer.networks
@@ -191,11 +193,14 @@ def run_env(env: str, args, log) -> tuple[list[dict], list[dict]]:
       if (condition, seed) in done:
         continue
       log(f"{env}: {condition}, seed {seed}")
-      curve, row = run(config, seed, condition, log)
+      slug = condition.replace(" ", "_").replace(",", "")
+      workdir = os.path.join(args.workdirs, env, f"{slug}_seed{seed}")
+      curve, row = run(config, seed, condition, log, workdir)
       curves += curve
       rows.append(row)
       write_csv(os.path.join(out, "curves.csv"), curves)  # kept current as runs end
       write_csv(os.path.join(out, "final.csv"), rows)
+      shutil.rmtree(workdir, ignore_errors=True)  # its row is saved
   return curves, rows
 
 
@@ -215,6 +220,11 @@ def main(argv=None):
   parser.add_argument("--teacher_labels", type=int, default=700, help="their label budget")
   parser.add_argument("--total_env_steps", type=int, default=None, help="override the budget")
   parser.add_argument("--out", default="runs/label_efficiency")
+  parser.add_argument(
+    "--workdirs",
+    default="runs/label_efficiency_work",
+    help="each unfinished run's checkpoints, so that --resume continues it mid-run",
+  )
   parser.add_argument(
     "--summarize", action="store_true", help="only re-read --out's CSVs, print and plot"
   )

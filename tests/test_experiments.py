@@ -19,7 +19,7 @@ def experiment(name):
 
 
 def fake_run(calls):
-  def run(config, seed, condition, log):
+  def run(config, seed, condition, log, workdir):
     calls.append((condition, seed))
     gain = config.queries.total_labels if config.reward.source == "learned" else 1000
     row = {
@@ -43,6 +43,7 @@ def test_label_efficiency_resume_runs_only_what_the_csvs_lack(tmp_path, monkeypa
   calls = []
   monkeypatch.setattr(module, "run", fake_run(calls))
   args = ["--envs=inverted_pendulum", "--seeds=0,1", "--labels=100,200", f"--out={out}"]
+  args.append(f"--workdirs={tmp_path / 'work'}")
   module.main(args)
   expected = [(c, s) for s in (0, 1) for c in ("true reward", "100 labels", "200 labels")]
   assert calls == expected
@@ -62,18 +63,29 @@ def test_label_efficiency_resume_runs_only_what_the_csvs_lack(tmp_path, monkeypa
 def test_paper_table_has_a_row_and_a_panel_per_env_and_the_noisy_teachers(tmp_path, monkeypatch):
   module = experiment("label_efficiency")
   out = str(tmp_path / "out")
-  calls, teachers = [], {}
+  calls, teachers, workdirs = [], {}, []
   inner = fake_run(calls)
 
-  def recording(config, seed, condition, log):
+  def recording(config, seed, condition, log, workdir):
     teachers[condition] = (config.teacher, config.queries.total_labels, config.reward.source)
-    return inner(config, seed, condition, log)
+    workdirs.append(workdir)
+    return inner(config, seed, condition, log, workdir)
 
   monkeypatch.setattr(module, "run", recording)
   envs = "inverted_pendulum,reacher"
   module.main(
-    [f"--envs={envs}", "--seeds=0", "--labels=350,700", "--teachers=mistake", f"--out={out}"]
+    [
+      f"--envs={envs}",
+      "--seeds=0",
+      "--labels=350,700",
+      "--teachers=mistake",
+      f"--out={out}",
+      f"--workdirs={tmp_path / 'work'}",
+    ]
   )
+  # Each run checkpoints in a workdir of its own, where --resume would continue it.
+  assert len(set(workdirs)) == len(workdirs) == 8
+  assert workdirs[3] == str(tmp_path / "work" / "inverted_pendulum" / "700_labels_mistake_seed0")
   assert (
     calls
     == [(c, 0) for c in ("true reward", "350 labels", "700 labels", "700 labels, mistake")] * 2
