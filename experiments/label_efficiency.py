@@ -31,6 +31,7 @@ import argparse
 import csv
 import functools
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -247,12 +248,13 @@ def main(argv=None):
       results[env] = read_csv(out, "curves.csv"), read_csv(out, "final.csv")
     else:
       log(f"{env}: no runs in {os.path.join(args.out, env)} yet")
-  return report(results, args.out, parse_ints(args.labels))
+  return report(results, args.out)
 
 
-def report(results: dict, out: str, budgets: list[int]) -> dict:
+def report(results: dict, out: str) -> dict:
   """Prints each env's table and, over all of them, the paper table; writes each env's
-  plot, paper_table.csv and paper_figure.png. Returns {env: summaries}."""
+  plot, paper_table.csv and paper_figure.png, over every run in the CSVs (whatever
+  --labels and --teachers this call had). Returns {env: summaries}."""
   summaries = {}
   for env, (curves, rows) in results.items():
     plot(curves, os.path.join(out, env, "label_efficiency.png"), env)
@@ -260,6 +262,8 @@ def report(results: dict, out: str, budgets: list[int]) -> dict:
     initial = statistics.fmean(r["initial_return"] for r in rows if r["condition"] == "true reward")
     print(format_table(env, summaries[env], initial) + "\n", flush=True)
   if results:
+    conditions = {r["condition"] for _, rows in results.values() for r in rows}
+    budgets = sorted(int(c.split()[0]) for c in conditions if re.fullmatch(r"\d+ labels", c))
     table = paper_rows(summaries, budgets)
     write_csv(os.path.join(out, "paper_table.csv"), table)
     plot_panels({env: curves for env, (curves, _) in results.items()}, budgets, out)
@@ -268,24 +272,36 @@ def report(results: dict, out: str, budgets: list[int]) -> dict:
 
 
 def paper_rows(summaries: dict, budgets: list[int]) -> list[dict]:
-  """One row per env: the true-reward return and each budget's return and ratio."""
-  rows = []
+  """One row per env (the true-reward return, each oracle budget's return and ratio),
+  then one per env and noisy teacher ("hopper, mistake"), in its budget's column."""
+  rows, teacher_rows = [], []
   for env, group in summaries.items():
     by_condition = {s["condition"]: s for s in group}
-    true = by_condition["true reward"]
-    row = {"env": env, "seeds": true["seeds"], "true_return": true["return"]}
-    for n in budgets:
-      s = by_condition.get(f"{n} labels")
-      row[f"return_{n}"] = s["return"] if s else None
-      row[f"ratio_{n}"] = s["ratio"] if s else None
-      row[f"seeds_{n}"] = s["seeds"] if s else 0
-    row["true_steps_per_second"] = true["steps_per_second"]
-    labelled = [s for s in group if s["condition"] != "true reward"]
-    row["pref_steps_per_second"] = (
-      statistics.fmean(s["steps_per_second"] for s in labelled) if labelled else None
-    )
-    rows.append(row)
-  return rows
+    true = by_condition.pop("true reward")
+    oracle = {int(c.split()[0]): s for c, s in by_condition.items() if ", " not in c}
+    rows.append(table_row(env, true, oracle, budgets))
+    for condition, s in by_condition.items():
+      if ", " in condition:  # "700 labels, mistake"
+        labels, teacher = condition.split(", ")
+        teacher_rows.append(
+          table_row(f"{env}, {teacher}", true, {int(labels.split()[0]): s}, budgets)
+        )
+  return rows + teacher_rows
+
+
+def table_row(name: str, true: dict, labelled: dict, budgets: list[int]) -> dict:
+  """A row of paper_table.csv: `true`'s return, and each budget's summary in `labelled`
+  ({budget: summary}) where it has one."""
+  row = {"env": name, "seeds": true["seeds"], "true_return": true["return"]}
+  for n in budgets:
+    s = labelled.get(n)
+    row[f"return_{n}"] = s["return"] if s else None
+    row[f"ratio_{n}"] = s["ratio"] if s else None
+    row[f"seeds_{n}"] = s["seeds"] if s else 0
+  row["true_steps_per_second"] = true["steps_per_second"]
+  rates = [s["steps_per_second"] for s in labelled.values()]
+  row["pref_steps_per_second"] = statistics.fmean(rates) if rates else None
+  return row
 
 
 def format_paper_table(rows: list[dict], budgets: list[int]) -> str:

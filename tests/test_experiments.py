@@ -94,7 +94,11 @@ def test_paper_table_has_a_row_and_a_panel_per_env_and_the_noisy_teachers(tmp_pa
   assert teachers["350 labels"] == ("oracle", 350, "learned")
   assert teachers["true reward"][2] == "true"
   table = module.read_csv(out, "paper_table.csv")
-  assert [row["env"] for row in table] == envs.split(",")
+  assert [row["env"] for row in table] == envs.split(",") + [
+    "inverted_pendulum, mistake",
+    "reacher, mistake",
+  ]
+  assert table[2]["return_700"] == -300.0 and table[2]["return_350"] is None
   # fake_run: the true-reward run gains 1000 over the initial return, n labels gain n.
   assert table[0]["true_return"] == 0.0
   assert table[0]["ratio_350"] == pytest.approx(0.35) and table[1]["ratio_700"] == 0.7
