@@ -20,6 +20,33 @@ warnings.filterwarnings("ignore", message=BRAX_WARNING)
 BACKENDS = ("generalized", "mjx", "positional", "spring")
 
 
+def _shim_brax_fluid() -> None:
+  """Brax 0.14.2's fluid forces (swimmer's viscous medium, generalized backend) call
+  `jnp.clip(..., a_min=...)`, a keyword jax 0.10 removed. That one module gets a
+  `jax.numpy` whose `clip` takes it; nothing else changes."""
+  import inspect  # noqa: PLC0415
+  import types  # noqa: PLC0415
+
+  import jax.numpy as jnp  # noqa: PLC0415
+  from brax import fluid  # noqa: PLC0415
+
+  if "a_min" in inspect.signature(jnp.clip).parameters:
+    return
+
+  class Numpy(types.ModuleType):
+    def __getattr__(self, name):
+      return getattr(jnp, name)
+
+    @staticmethod
+    def clip(x, a_min=None, a_max=None, **kwargs):
+      return jnp.clip(x, min=a_min, max=a_max, **kwargs)
+
+  fluid.jp = Numpy("jax.numpy, with clip(a_min, a_max) for brax.fluid")
+
+
+_shim_brax_fluid()
+
+
 def env_names() -> tuple[str, ...]:
   return tuple(sorted(brax_envs._envs))  # brax keeps its registry in this dict
 

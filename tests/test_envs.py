@@ -57,3 +57,21 @@ def test_action_repeat_counts_env_steps():
   state = step(state, action)  # 2 decisions x 3 repeats = 6 physics steps: cut off
   assert float(state.done.sum()) == 2.0
   assert envs.control_dt(envs.make_env("inverted_pendulum"), 3) == pytest.approx(0.06)
+
+
+def test_swimmer_steps_through_brax_fluid_drag():
+  """swimmer's viscous drag (brax.fluid) called jnp.clip(a_min=...), which jax 0.10 removed;
+  its forces should still slow a swimmer: with no action, the speed of a pushed one decays."""
+  env = envs.make_env("swimmer", "generalized", episode_length=100)
+  state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), 2))
+  state = state.replace(
+    pipeline_state=state.pipeline_state.replace(qd=state.pipeline_state.qd.at[:, 0].set(1.0))
+  )
+  step = jax.jit(env.step)
+  zero = jnp.zeros((2, env.action_size))
+  speeds = []
+  for _ in range(5):
+    state = step(state, zero)
+    speeds.append(float(jnp.abs(state.pipeline_state.qd[0, 0])))
+  assert all(jnp.isfinite(jnp.asarray(speeds)))
+  assert speeds[-1] < speeds[0]
