@@ -5,8 +5,9 @@
 Brax publishes no PPO settings for swimmer. Its reward is the forward speed, which pays
 off only over long stretches of a gait, so the discount is long (0.999; MuJoCo's Swimmer
 is known to need 0.999-0.9999 in PPO) and each iteration runs 64 envs for 128 steps.
-Episodes never end early. Measured results: the README's paper table
-(experiments/label_efficiency.py).
+Episodes never end early. Measured on the 2-core CPU, one run per core at about 5.3k env
+steps/s (2026-12-03, seed 0, 3.3M env steps): the chunks' true return climbs slowly, 22 at
+0.7M to 51 at 3.3M; not yet tuned to swim (a next try: discount 0.9999, longer budget).
 """
 
 from rlhf_jax.config import default_config
