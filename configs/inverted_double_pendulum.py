@@ -15,24 +15,15 @@ clipping solved it from 1.6M to 3.6M and then collapsed to about 2,000 (value lo
 `experiments/compare_brax_ppo.py --brax=published` runs Brax with its own settings.
 """
 
-from rlhf_jax.config import default_config
+import os
+
+from rlhf_jax import config as config_lib
 
 
 def get_config():
-  config = default_config()
+  config = config_lib.load(os.path.join(os.path.dirname(__file__), "hopper.py"))
   config.env.name = "inverted_double_pendulum"
-  config.env.backend = "generalized"
   config.total_env_steps = 5_000_000
-  config.iterations_per_chunk = 20
-  config.ppo.num_envs = 64
-  config.ppo.batch_size = 64
-  config.ppo.num_minibatches = 4
-  config.ppo.unroll_length = 64
-  config.ppo.num_updates_per_batch = 10
   config.ppo.discounting = 0.99
-  config.ppo.entropy_cost = 1e-2
-  config.ppo.clipping_epsilon = 0.2
   config.ppo.max_grad_norm = 0.5
-  config.ppo.policy_hidden_sizes = (64, 64)
-  config.ppo.value_hidden_sizes = (64, 64)
   return config

@@ -130,14 +130,20 @@ def format_table(env: str, summaries: list[dict], initial: float) -> str:
   return "\n".join(lines)
 
 
+def returns_by_step(curves: list[dict], condition: str) -> dict[int, list[float]]:
+  """{env steps: the seeds' true returns there} of one condition's curves."""
+  points = {}
+  for c in curves:
+    if c["condition"] == condition and c["return"] is not None:
+      points.setdefault(c["env_steps"], []).append(c["return"])
+  return points
+
+
 def plot(curves: list[dict], path: str, title: str) -> None:
   """Mean true return over seeds against env steps, one line per condition."""
   lines = {}
   for condition in dict.fromkeys(c["condition"] for c in curves):
-    points = {}
-    for c in curves:
-      if c["condition"] == condition and c["return"] is not None:
-        points.setdefault(c["env_steps"], []).append(c["return"])
+    points = returns_by_step(curves, condition)
     lines[condition] = [(step, statistics.fmean(points[step])) for step in sorted(points)]
   metrics.plot_lines(lines, path, title, "true return (mean over seeds)")
 
@@ -330,14 +336,12 @@ def plot_panels(curves: dict, budgets: list[int], out: str) -> None:
   from matplotlib.figure import Figure  # noqa: PLC0415
 
   columns = min(4, len(curves))
-  fig = Figure(figsize=(4 * columns, 3.2 * -(-len(curves) // columns)))
-  axes = fig.subplots(-(-len(curves) // columns), columns, squeeze=False).ravel()
+  rows = -(-len(curves) // columns)
+  fig = Figure(figsize=(4 * columns, 3.2 * rows))
+  axes = fig.subplots(rows, columns, squeeze=False).ravel()
   for ax, (env, env_curves) in zip(axes, curves.items(), strict=False):
     for index, condition in enumerate(["true reward"] + [f"{n} labels" for n in budgets]):
-      points = {}
-      for c in env_curves:
-        if c["condition"] == condition and c["return"] is not None:
-          points.setdefault(c["env_steps"], []).append(c["return"])
+      points = returns_by_step(env_curves, condition)
       if not points:
         continue
       steps = sorted(points)

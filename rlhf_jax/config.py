@@ -158,11 +158,16 @@ def num_iterations(config) -> int:
   return num_chunks(config) * config.iterations_per_chunk
 
 
+def steps_per_episode(config) -> int:
+  """Agent steps (decisions) in a full episode: env.episode_length / env.action_repeat."""
+  return config.env.episode_length // config.env.action_repeat
+
+
 def segment_length(config, control_dt: float) -> int:
   """`config.segments.length`, or about SEGMENT_SECONDS of simulated time when it is 0;
   never longer than an episode."""
   length = config.segments.length or max(1, round(SEGMENT_SECONDS / control_dt))
-  return min(length, config.env.episode_length // config.env.action_repeat)
+  return min(length, steps_per_episode(config))
 
 
 def num_chunks(config) -> int:
@@ -273,11 +278,11 @@ def _validate_preferences(config) -> None:
   sizes = tuple(config.reward.hidden_sizes)
   if any(not isinstance(s, int) or s <= 0 for s in sizes):
     raise ValueError(f"config.reward.hidden_sizes must be positive integers, got {sizes!r}.")
-  steps_per_episode = config.env.episode_length // config.env.action_repeat
-  if config.segments.length > steps_per_episode:
+  episode_steps = steps_per_episode(config)
+  if config.segments.length > episode_steps:
     raise ValueError(
       f"config.segments.length ({config.segments.length}) must be at most the episode's "
-      f"{steps_per_episode} steps (env.episode_length / env.action_repeat); a segment never "
+      f"{episode_steps} steps (env.episode_length / env.action_repeat); a segment never "
       "crosses an episode end. Use 0 for about 1.5 s of simulated time."
     )
   if config.segments.per_iteration > config.segments.buffer_size:

@@ -92,10 +92,9 @@ def episode_metrics(transitions: Transition) -> dict:
 def recent_episode_return(previous, transitions: Transition) -> jax.Array:
   """The mean true return of the episodes that ended in `transitions`, or `previous` when
   none did: the teacher's stand-in for B-Pref's mean over the last 10 episodes."""
-  ended = 1.0 - transitions.discount
-  count = jnp.sum(ended)
-  mean = jnp.sum(ended * transitions.episode_return) / jnp.maximum(count, 1.0)
-  return jnp.where(count > 0, mean, previous)
+  ended = episode_metrics(transitions)
+  count = ended["episodes"]
+  return jnp.where(count > 0, ended["episode_return_sum"] / jnp.maximum(count, 1.0), previous)
 
 
 def all_finite(tree) -> jax.Array:
@@ -152,7 +151,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   steps_per_iteration = config_lib.env_steps_per_iteration(config)
   learned = config.reward.source == "learned"
   segment_length = config_lib.segment_length(config, envs.control_dt(env, config.env.action_repeat))
-  episode_steps = config.env.episode_length // config.env.action_repeat
+  episode_steps = config_lib.steps_per_episode(config)
   model = reward_model.make_reward_model(config, env.observation_size, env.action_size, shard)
   human = config.teacher == "human"  # labels come from the host, between chunks
   teacher = None if human else teachers.from_config(config)
