@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rlhf_jax import config as config_lib  # noqa: E402
-from rlhf_jax import reward_model  # noqa: E402
+from rlhf_jax import preference, reward_model  # noqa: E402
 from rlhf_jax.labeling import dataset  # noqa: E402
 from rlhf_jax.types import Segment  # noqa: E402
 
@@ -52,36 +52,34 @@ def fit(arrays: dict, config, steps: int, test_fraction: float, seed: int, log=p
     raise ValueError(f"{count} pairs are too few to hold {num_test} out and train on the rest")
   first, second = arrays["first"], arrays["second"]
   obs_size, action_size = first["obs"].shape[-1], first["action"].shape[-1]
-  model = reward_model.make_reward_model(config, obs_size, action_size)
+  # The run's preference machinery, its buffer sized to hold every training pair.
+  config = config.copy_and_resolve_references()
+  config.segments.length = first["obs"].shape[1]
+  config.env.episode_length = max(config.env.episode_length, config.segments.length)
+  config.queries.buffer_size = len(train)
+  prefs = preference.Preferences(config, obs_size, action_size, control_dt=1.0)
   key_init, key_add, key_fit = jax.random.split(jax.random.PRNGKey(seed), 3)
-  state = model.init(key_init)
-  example = jax.tree.map(lambda x: x[0], segments(first, train))
-  buffer = reward_model.init_preference_buffer(example, len(train), config.reward.ensemble_size)
-  buffer = reward_model.add_preferences(
-    buffer,
-    key_add,
-    segments(first, train),
-    segments(second, train),
-    jnp.asarray(arrays["label"][train]),
-    jnp.ones(len(train), bool),
-  )
+  train_first, train_second = segments(first, train), segments(second, train)
+  state = prefs.empty(key_init, jax.tree.map(lambda x: x[:1, 0], train_first))
+  everything = jnp.ones(len(train), bool)
+  labels = jnp.asarray(arrays["label"][train])
+  state = prefs.ingest(state, key_add, train_first, train_second, labels, everything, everything)
   test_pairs = (segments(first, test), segments(second, test), arrays["label"][test])
-  if config.reward.normalize_inputs:
-    both = [segments(side, train) for side in (first, second)]
-    for s in both:
-      state = model.observe(state, s.obs, s.action, s.next_obs)
-  untrained = reward_model.ensemble_accuracy(model, state, *test_pairs)
+  for side in (train_first, train_second):
+    state = prefs.observe_inputs(state, side)  # a no-op unless reward.normalize_inputs
+  accuracy = lambda: reward_model.ensemble_accuracy(prefs.model, state.reward_model, *test_pairs)
+  untrained = accuracy()
   log(f"{count} pairs: training on {len(train)}, holding out {num_test}")
   log(f"untrained ensemble: held-out accuracy {untrained:.3f}")
-  update = jax.jit(model.update, static_argnums=3)
+  update = jax.jit(prefs.fit, static_argnums=2)
   every = max(1, min(steps, 200))
   start = time.perf_counter()
   done, metrics = 0, {}
   while done < steps:
     chunk = min(every, steps - done)
-    state, metrics = update(state, buffer, jax.random.fold_in(key_fit, done), chunk)
+    state, metrics = update(state, jax.random.fold_in(key_fit, done), chunk)
     done += chunk
-    held_out = reward_model.ensemble_accuracy(model, state, *test_pairs)
+    held_out = accuracy()
     log(
       f"step {done:>6}  train loss {float(metrics['rm_train_loss']):.3f}  train accuracy "
       f"{float(metrics['rm_train_accuracy']):.3f}  held-out accuracy {held_out:.3f}"

@@ -274,11 +274,11 @@ def _check_resumable(config, workdir: str, checkpoints: checkpoint.Checkpointer)
 
 def _header(config, trainer, num_chunks, steps_per_chunk, total_env_steps) -> str:
   reward = "the true reward"
-  if trainer.reward_model is not None:
+  if trainer.preferences is not None:
     teacher = "a person" if config.teacher == "human" else f"a simulated {config.teacher} teacher"
     reward = (
       f"a reward learned from {config.queries.total_labels} labels of {teacher} "
-      f"(segments of {trainer.segment_length} steps)"
+      f"(segments of {trainer.preferences.segment_length} steps)"
     )
   return (
     f"rlhf_jax: {config.env.name} ({config.env.backend}) on {jax.devices()[0].platform}, "

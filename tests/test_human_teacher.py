@@ -70,7 +70,7 @@ def ensemble_accuracy(trainer, state, rows) -> float:
   first = stack_rows([r["first"] for r in rows], len(rows))
   second = stack_rows([r["second"] for r in rows], len(rows))
   labels = np.array([r["label"] for r in rows])
-  model, rm_state = trainer.reward_model, state.preferences.reward_model
+  model, rm_state = trainer.preferences.model, state.preferences.reward_model
   return reward_model.ensemble_accuracy(model, rm_state, first, second, labels)
 
 

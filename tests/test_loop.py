@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import loop, metrics, train
+from rlhf_jax import loop, metrics, preference, train
 from rlhf_jax.config import default_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,7 +198,7 @@ def test_teacher_noise_is_the_share_of_labels_against_the_true_returns(tmp_path)
   config.queries.total_labels = config.queries.buffer_size = 400  # nothing overwritten
   result = train.train(config, str(tmp_path / "run"))
   buffer = result.state.preferences.preferences
-  initial = result.trainer.num_initial_labels
+  initial = result.trainer.preferences.num_initial_labels
   used = [initial] + [r["labels_used"] for r in result.records]
   assert used[-1] == int(buffer.size) == 400
   reported = sum(
@@ -272,10 +272,10 @@ def test_recent_episode_return_is_the_mean_of_the_episodes_that_ended():
   episode_return = rng.normal(50.0, 20.0, discount.shape).astype(np.float32)
   transitions = SimpleNamespace(discount=jnp.asarray(discount), episode_return=episode_return)
   ended = [r for r, d in zip(episode_return.ravel(), discount.ravel(), strict=True) if d == 0]
-  got = float(loop.recent_episode_return(jnp.float32(-7.0), transitions))
+  got = float(preference.recent_episode_return(jnp.float32(-7.0), transitions))
   assert got == pytest.approx(sum(ended) / len(ended), rel=1e-5)
   none_ended = SimpleNamespace(discount=jnp.ones((3, 4, 8)), episode_return=episode_return)
-  assert float(loop.recent_episode_return(jnp.float32(-7.0), none_ended)) == -7.0
+  assert float(preference.recent_episode_return(jnp.float32(-7.0), none_ended)) == -7.0
 
 
 @pytest.mark.parametrize(

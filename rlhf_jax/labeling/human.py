@@ -53,8 +53,9 @@ class HumanTeacher:
     self.store = Store(app.store_path(workdir))
     self.store.set_meta(render.clip_meta(config, trainer))
     # Labels due after i iterations: the initial ones, then the schedule's.
-    schedule = np.concatenate([[0], np.cumsum(trainer.label_schedule)])
-    self.due_after = trainer.num_initial_labels + schedule
+    self.prefs = trainer.preferences
+    schedule = np.concatenate([[0], np.cumsum(self.prefs.label_schedule)])
+    self.due_after = self.prefs.num_initial_labels + schedule
     self.key = jax.random.PRNGKey(config.seed)
     self.workdir = workdir
     self.stop_requested = lambda: False  # while True, waiting for labels ends early
@@ -85,8 +86,7 @@ class HumanTeacher:
     due = int(self.due_after[min(iterations, len(self.due_after) - 1)])
     queued = self.store.counts()["pairs"]
     if due > queued:
-      # Before any label, the ensemble's disagreement means nothing: the first are uniform.
-      method = "uniform" if int(state.preferences.labels_used) == 0 else self.config.queries.method
+      method = self.prefs.query_method(int(state.preferences.labels_used))
       self._queue(state, chunks_done, queued, due - queued, method)
     if self.config.human.wait:
       return self._wait_and_ingest(state, mark)
@@ -131,8 +131,8 @@ class HumanTeacher:
       f"{counts['waiting']} waiting)"
     )
     # As with a simulated teacher: a long first fit once the initial labels are in.
-    steps, initial = self.config.reward.initial_train_steps, self.trainer.num_initial_labels
-    if steps and before < initial <= int(state.preferences.labels_used):
+    steps = self.prefs.initial_fit_steps(before, int(state.preferences.labels_used))
+    if steps:
       state, metrics = self.trainer.fit(state, jax.random.fold_in(self.key, 2**31 - 1), steps)
       self.log(
         f"human labels: first fit, {steps} steps, training accuracy "

@@ -167,7 +167,7 @@ def clip_meta(config, trainer) -> dict:
     "env_name": config.env.name,
     "backend": config.env.backend,
     "dt": envs.control_dt(trainer.env, config.env.action_repeat),
-    "segment_length": trainer.segment_length,
+    "segment_length": trainer.preferences.segment_length,
   }
 
 

@@ -1,0 +1,275 @@
+"""The preference machinery as one component: segments, teacher, queries, reward model.
+
+A learner (PPO today) hands it what its envs did, as streams of transitions ([L, N]: L
+steps of each of N envs, in time order, each stream running on from the previous call),
+and gets the reward to learn from:
+
+  prefs = Preferences(config, observation_size, action_size, control_dt, shard)
+  state = prefs.init(key, stream)        empty buffers + the random policy's segments;
+                                         a simulated teacher labels the initial pairs
+                                         (uniform) and the ensemble is fit to them
+  state, reward, metrics = prefs.step(state, key, stream, iteration)
+      one iteration: cut and store segments -> ask the labels due (schedule) ->
+      update the ensemble -> the normalized learned reward of the stream, [L, N]
+
+and, for labels from outside (a person, a dataset), the pieces `step` is made of:
+`propose` (pairs to ask about), `ingest` (labelled pairs into the buffer), `fit`
+(reward-model steps), `query_method` and `initial_fit_steps` (the initial-label policy).
+Its state is one pytree, `PreferenceState`; every method is pure and jittable.
+"""
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from rlhf_jax import config as config_lib
+from rlhf_jax import queries, reward_model, segments, teachers
+from rlhf_jax.types import Transition
+
+
+@flax.struct.dataclass
+class PreferenceState:
+  """Everything the preference machinery carries between iterations."""
+
+  cutter: segments.CutterState
+  segments: segments.SegmentBuffer
+  preferences: reward_model.PreferenceBuffer
+  reward_model: reward_model.RewardModelState
+  learned_return: jax.Array  # float32 [N]: learned return of each env's running episode
+  recent_return: jax.Array  # float32 []: true return of recently ended episodes (teacher)
+  queries_asked: jax.Array  # int32 []
+  labels_used: jax.Array  # int32 []: queries the teacher answered (not skipped)
+
+
+def episode_metrics(transitions: Transition) -> dict:
+  """Sums of finished episodes' true returns and their count (summed again per chunk)."""
+  ended = 1.0 - transitions.discount
+  return {
+    "episode_return_sum": jnp.sum(ended * transitions.episode_return),
+    "episodes": jnp.sum(ended),
+  }
+
+
+def recent_episode_return(previous, transitions: Transition) -> jax.Array:
+  """The mean true return of the episodes that ended in `transitions`, or `previous` when
+  none did: the teacher's stand-in for B-Pref's mean over the last 10 episodes."""
+  ended = episode_metrics(transitions)
+  count = ended["episodes"]
+  return jnp.where(count > 0, ended["episode_return_sum"] / jnp.maximum(count, 1.0), previous)
+
+
+def correlation(x, y):
+  """Pearson correlation of two vectors (0 where either is constant)."""
+  dx, dy = x - jnp.mean(x), y - jnp.mean(y)
+  covariance, var_x, var_y = jnp.mean(dx * dy), jnp.mean(dx * dx), jnp.mean(dy * dy)
+  return jnp.where(var_x * var_y > 0, covariance / jnp.sqrt(var_x * var_y + 1e-30), 0.0)
+
+
+class Preferences:
+  """The preference side of `config` (read once, here): which teacher, how many labels
+  when, the segment length, the reward ensemble. `shard(tree, axis)` places batches over
+  the mesh's data axis (`sharding.data_splitter`); the default leaves them alone."""
+
+  def __init__(
+    self,
+    config,
+    observation_size: int,
+    action_size: int,
+    control_dt: float,
+    shard=lambda tree, axis: tree,
+  ):
+    self.config = config
+    self.shard = shard
+    self.model = reward_model.make_reward_model(config, observation_size, action_size, shard)
+    self.segment_length = config_lib.segment_length(config, control_dt)
+    self.episode_steps = config_lib.steps_per_episode(config)
+    self.human = config.teacher == "human"  # labels come from the host, between chunks
+    self.teacher = None if self.human else teachers.from_config(config)
+    q = config.queries
+    self.num_initial_labels = queries.initial_labels(q.total_labels, q.initial_fraction)
+    # Labels asked in each iteration after the initial ones, int [num_iterations].
+    self.label_schedule = queries.label_schedule(
+      q.total_labels,
+      q.initial_fraction,
+      q.schedule,
+      q.schedule_timescale,
+      config_lib.env_steps_per_iteration(config),
+      config_lib.num_iterations(config),
+    )
+    self.max_queries = 0 if self.human else int(self.label_schedule.max())
+
+  # -- state ----------------------------------------------------------------------------
+
+  def empty(self, key, example_step) -> PreferenceState:
+    """Empty buffers and a fresh ensemble; `example_step` is one step of the N streams
+    (`segments.steps_of`, leaves [N, ...])."""
+    empty_segment = jax.tree.map(
+      lambda x: jnp.zeros((self.segment_length,) + x.shape[1:], x.dtype), example_step
+    )
+    return PreferenceState(
+      cutter=segments.init_cutter(example_step, self.segment_length),
+      segments=segments.init_buffer(empty_segment, self.config.segments.buffer_size),
+      preferences=reward_model.init_preference_buffer(
+        empty_segment, self.config.queries.buffer_size, self.config.reward.ensemble_size
+      ),
+      reward_model=self.model.init(key),
+      learned_return=jnp.zeros(example_step.mask.shape, jnp.float32),
+      recent_return=jnp.zeros((), jnp.float32),
+      queries_asked=jnp.zeros((), jnp.int32),
+      labels_used=jnp.zeros((), jnp.int32),
+    )
+
+  def init(self, key, stream: Transition) -> PreferenceState:
+    """The state after the random initial policy's `stream`: its segments stored and,
+    with a simulated teacher, the initial labels asked (uniform: an untrained ensemble's
+    disagreement means nothing) and `reward.initial_train_steps` fit to them. A person's
+    initial labels come from the host (labeling/human.py), with the same policy."""
+    key_model, key_cut, key_ask, key_fit = jax.random.split(key, 4)
+    state = self.empty(key_model, jax.tree.map(lambda x: x[0], segments.steps_of(stream)))
+    state = state.replace(recent_return=recent_episode_return(state.recent_return, stream))
+    state = self.store_segments(state, key_cut, stream)
+    if not self.human:
+      num = self.num_initial_labels
+      state, _ = self.ask(state, key_ask, num, num, self.query_method(0))
+    state = self.observe_inputs(state, stream)
+    if self.config.reward.initial_train_steps and not self.human:
+      state, _ = self.fit(state, key_fit, self.config.reward.initial_train_steps)
+    return state
+
+  # -- one iteration ----------------------------------------------------------------------
+
+  def step(self, state: PreferenceState, key, stream: Transition, iteration):
+    """One iteration of the preference loop on the learner's latest `stream` [L, N]:
+    returns (state, the normalized learned reward [L, N], metrics)."""
+    key_cut, key_ask, key_fit, key_reward = jax.random.split(key, 4)
+    state = self.store_segments(state, key_cut, stream)
+    state = state.replace(recent_return=recent_episode_return(state.recent_return, stream))
+    metrics = {}
+    if self.max_queries:
+      schedule = jnp.asarray(self.label_schedule)
+      due = schedule[jnp.minimum(iteration, len(schedule) - 1)]
+      state, ask_metrics = self.ask(
+        state, key_ask, self.max_queries, due, self.config.queries.method
+      )
+      metrics.update(ask_metrics)
+    state = self.observe_inputs(state, stream)
+    state, fit_metrics = self.fit(state, key_fit, self.config.reward.train_steps)
+    state, reward, reward_metrics = self.reward(state, key_reward, stream)
+    metrics.update(
+      fit_metrics,
+      **reward_metrics,
+      queries_asked=state.queries_asked,
+      labels_used=state.labels_used,
+    )
+    return state, reward, metrics
+
+  def store_segments(self, state: PreferenceState, key, stream: Transition) -> PreferenceState:
+    """Cuts the segments that end in `stream` and keeps `segments.per_iteration` of them."""
+    cutter, new, valid = segments.cut(
+      state.cutter,
+      segments.steps_of(stream),
+      1.0 - stream.discount,
+      key,
+      self.config.segments.per_iteration,
+    )
+    return state.replace(cutter=cutter, segments=segments.add(state.segments, new, valid))
+
+  def observe_inputs(self, state: PreferenceState, stream: Transition) -> PreferenceState:
+    """The ensemble's input statistics take in the stream's steps (if it standardizes)."""
+    model = self.model.observe(state.reward_model, stream.obs, stream.action, stream.next_obs)
+    return state.replace(reward_model=model)
+
+  def ask(self, state: PreferenceState, key, num_pairs: int, num_asked, method: str):
+    """Picks `num_pairs` pairs by `method`, has the simulated teacher label the first
+    `num_asked` (a traced count: the schedule's), stores what it answered."""
+    key_pool, key_select, key_teacher, key_store = jax.random.split(key, 4)
+    first, second = self.choose_pairs(state, key_pool, key_select, num_pairs, method)
+    margin = teachers.margin(state.recent_return, self.segment_length, self.episode_steps)
+    labels, labelled = teachers.label(self.teacher, key_teacher, first, second, margin)
+    asked = jnp.arange(num_pairs) < num_asked
+    keep = asked & labelled  # a skipped query is asked, not kept
+    state = self.ingest(state, key_store, first, second, labels, asked, keep)
+    wrong = teachers.oracle_disagreement(labels, keep, first, second) * jnp.sum(keep)
+    return state, {"new_labels": jnp.sum(keep), "teacher_wrong": wrong}
+
+  def reward(self, state: PreferenceState, key, stream: Transition):
+    """The normalized ensemble reward of `stream` ([L, N]; the normalizer takes it in),
+    and metrics: the learned return of the episodes that ended in it, and how well the
+    learned return of 256 stored segments tracks their true return."""
+    # Envs first ([N, L]): `step_rewards` wants the sharded axis first (see its docstring).
+    obs, action, next_obs = (
+      jnp.swapaxes(x, 0, 1) for x in (stream.obs, stream.action, stream.next_obs)
+    )
+    rm_state, reward = self.model.normalized_reward(state.reward_model, obs, action, next_obs)
+    reward = jnp.swapaxes(reward, 0, 1)
+
+    def accumulate(running, step):  # per env, in time order: sums of finished episodes
+      reward_t, done_t = step
+      running = running + reward_t
+      return jnp.where(done_t, 0.0, running), jnp.sum(jnp.where(done_t, running, 0.0))
+
+    learned_return, ended_sums = jax.lax.scan(
+      accumulate, state.learned_return, (reward, stream.discount == 0)
+    )
+    size = jnp.maximum(state.segments.size, 1)
+    index = self.shard(jax.random.randint(key, (256,), 0, size), 0)
+    sample = jax.tree.map(lambda x: x[index], state.segments.segments)
+    raw = self.model.step_rewards(
+      rm_state.params, rm_state.inputs, sample.obs, sample.action, sample.next_obs
+    )
+    learned_segment = jnp.sum(self.model.normalize(rm_state, raw) * sample.mask, axis=-1)
+    true_segment = teachers.segment_return(sample)
+    state = state.replace(reward_model=rm_state, learned_return=learned_return)
+    return (
+      state,
+      reward,
+      {
+        "learned_return_sum": jnp.sum(ended_sums),
+        "rm_true_correlation": correlation(learned_segment, true_segment),
+      },
+    )
+
+  # -- the pieces, for labels from outside --------------------------------------------------
+
+  def choose_pairs(self, state: PreferenceState, key_pool, key_select, num_pairs: int, method):
+    """`num_pairs` pairs of stored segments to ask about, picked by `method` out of a
+    pool `queries.oversampling` times larger (uniform: the pool itself)."""
+    pool = num_pairs if method == "uniform" else self.config.queries.oversampling * num_pairs
+    first, second = self.shard(segments.sample_pairs(state.segments, key_pool, pool), 0)
+    if method != "uniform":  # the pool is already in random order
+      rm = state.reward_model
+      returns = lambda pair: self.model.segment_returns(rm.params, rm.inputs, pair)
+      chosen = queries.select(method, key_select, returns(first), returns(second), num_pairs)
+      first, second = jax.tree.map(lambda x: x[chosen], (first, second))
+    return first, second
+
+  def propose(self, state: PreferenceState, key, num_pairs: int, method: str):
+    """(first, second): `num_pairs` pairs to ask a teacher outside about."""
+    return self.choose_pairs(state, *jax.random.split(key), num_pairs, method)
+
+  def ingest(self, state: PreferenceState, key, first, second, labels, asked, keep):
+    """Adds the pairs with `keep` to the preference buffer (drawing their bootstrap
+    weights); `asked` (skipped queries included) counts toward `queries_asked`, `keep`
+    toward `labels_used`."""
+    buffer = reward_model.add_preferences(state.preferences, key, first, second, labels, keep)
+    return state.replace(
+      preferences=buffer,
+      queries_asked=state.queries_asked + jnp.sum(asked),
+      labels_used=state.labels_used + jnp.sum(keep),
+    )
+
+  def fit(self, state: PreferenceState, key, num_steps: int):
+    """`num_steps` reward-model steps on the stored labels: (state, metrics)."""
+    model, metrics = self.model.update(state.reward_model, state.preferences, key, num_steps)
+    return state.replace(reward_model=model), metrics
+
+  def query_method(self, labels_used: int) -> str:
+    """How to pick the next pairs: uniform before any label, else `queries.method`."""
+    return "uniform" if labels_used == 0 else self.config.queries.method
+
+  def initial_fit_steps(self, labels_before: int, labels_after: int) -> int:
+    """Host side, for labels from outside: the long first fit that `init` gives a
+    simulated teacher's initial labels (`reward.initial_train_steps`) is due once the
+    labels in hand go from fewer than the initial labels to all of them; else 0."""
+    crossed = labels_before < self.num_initial_labels <= labels_after
+    return self.config.reward.initial_train_steps if crossed else 0
