@@ -1,0 +1,133 @@
+"""The preference component: what a learner gets back, checked against NumPy by hand."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlhf_jax import preference
+from rlhf_jax.config import default_config
+from rlhf_jax.types import Transition
+
+OBS, ACT, ENVS, STEPS = 3, 2, 4, 12
+
+
+def small_config(teacher="oracle"):
+  config = default_config()
+  config.reward.source = "learned"
+  config.reward.hidden_sizes = (8,)
+  config.reward.initial_train_steps = 3
+  config.reward.train_steps = 2
+  config.teacher = teacher
+  config.env.episode_length = 100
+  config.segments.length = 4
+  config.segments.per_iteration = 8
+  config.segments.buffer_size = 32
+  config.queries.total_labels = 20
+  config.queries.buffer_size = 40
+  config.ppo.num_envs = ENVS
+  config.ppo.batch_size = ENVS
+  config.ppo.unroll_length = STEPS
+  config.ppo.num_minibatches = 1
+  config.total_env_steps = 10 * ENVS * STEPS
+  return config
+
+
+def random_stream(key, done_every=5) -> Transition:
+  """[STEPS, ENVS] steps of made-up envs; env e's episodes end every done_every + e steps."""
+  k_obs, k_act, k_reward = jax.random.split(key, 3)
+  obs = jax.random.normal(k_obs, (STEPS + 1, ENVS, OBS))
+  action = jax.random.uniform(k_act, (STEPS, ENVS, ACT), minval=-1, maxval=1)
+  reward = jax.random.normal(k_reward, (STEPS, ENVS))
+  t, e = np.meshgrid(np.arange(STEPS), np.arange(ENVS), indexing="ij")
+  done = (t + 1) % (done_every + e) == 0
+  return Transition(
+    obs=obs[:-1],
+    action=action,
+    raw_action=action,
+    log_prob=jnp.zeros((STEPS, ENVS)),
+    reward=reward,
+    true_reward=reward,
+    discount=jnp.asarray(1.0 - done, jnp.float32),
+    truncation=jnp.zeros((STEPS, ENVS)),
+    next_obs=obs[1:],
+    episode_return=jnp.full((STEPS, ENVS), 7.0),
+    qpos=obs[:-1],
+  )
+
+
+def numpy_member_reward(params, x):
+  """One member's MLP (leaky ReLU hidden layers, one output), written out in NumPy."""
+  layers = sorted(params["params"], key=lambda name: int(name.split("_")[1]))
+  for i, name in enumerate(layers):
+    x = x @ np.asarray(params["params"][name]["kernel"]) + np.asarray(
+      params["params"][name]["bias"]
+    )
+    if i < len(layers) - 1:
+      x = np.where(x > 0, x, 0.01 * x)
+  return x[..., 0]
+
+
+def test_reward_is_the_normalized_ensemble_mean_of_the_members_applied_directly():
+  config = small_config()
+  prefs = preference.Preferences(config, OBS, ACT, control_dt=0.05)
+  state = prefs.init(jax.random.PRNGKey(0), random_stream(jax.random.PRNGKey(1)))
+  stream = random_stream(jax.random.PRNGKey(2))
+  new_state, reward, metrics = prefs.reward(state, jax.random.PRNGKey(3), stream)
+
+  features = np.concatenate([np.asarray(stream.obs), np.asarray(stream.action)], axis=-1)
+  members = state.reward_model.params
+  raw = np.stack(
+    [
+      numpy_member_reward(jax.tree.map(lambda x, m=m: x[m], members), features)
+      for m in range(config.reward.ensemble_size)
+    ]
+  )  # [M, STEPS, ENVS]
+  # The normalizer's first batch sets its statistics outright (no decay yet).
+  mean = raw.mean(axis=(1, 2), keepdims=True)
+  var = raw.var(axis=(1, 2), keepdims=True)
+  expected = np.mean((raw - mean) / np.sqrt(var + 1e-8), axis=0)
+  np.testing.assert_allclose(np.asarray(reward), expected, rtol=2e-4, atol=2e-5)
+  np.testing.assert_allclose(new_state.reward_model.reward_mean, mean.ravel(), rtol=1e-4)
+
+  # The learned return of the episodes that ended, summed in time order per env.
+  done = np.asarray(stream.discount) == 0
+  running, ended = np.asarray(state.learned_return, np.float64).copy(), 0.0
+  for t in range(STEPS):
+    running += expected[t]
+    ended += running[done[t]].sum()
+    running[done[t]] = 0.0
+  assert float(metrics["learned_return_sum"]) == pytest.approx(ended, rel=1e-3, abs=1e-3)
+  np.testing.assert_allclose(new_state.learned_return, running, rtol=1e-3, atol=1e-4)
+
+
+def test_step_asks_the_labels_the_schedule_says_are_due():
+  config = small_config()
+  prefs = preference.Preferences(config, OBS, ACT, control_dt=0.05)
+  state = prefs.init(jax.random.PRNGKey(0), random_stream(jax.random.PRNGKey(1)))
+  initial = round(20 * config.queries.initial_fraction)
+  assert int(state.labels_used) == int(state.preferences.size) == initial
+  step = jax.jit(prefs.step)
+  due = initial + np.cumsum(prefs.label_schedule)
+  for i in range(3):
+    state, reward, metrics = step(
+      state, jax.random.PRNGKey(10 + i), random_stream(jax.random.PRNGKey(20 + i)), i
+    )
+    assert reward.shape == (STEPS, ENVS)
+    assert int(metrics["labels_used"]) == int(state.preferences.size) == due[i]
+    assert int(metrics["new_labels"]) == prefs.label_schedule[i]
+
+
+def test_a_human_teacher_gets_no_labels_from_init_and_the_host_side_policy():
+  config = small_config(teacher="human")
+  prefs = preference.Preferences(config, OBS, ACT, control_dt=0.05)
+  state = prefs.init(jax.random.PRNGKey(0), random_stream(jax.random.PRNGKey(1)))
+  assert int(state.labels_used) == 0 and int(state.segments.size) > 0
+  assert prefs.max_queries == 0
+  assert prefs.query_method(0) == "uniform"
+  assert prefs.query_method(3) == config.queries.method
+  initial = prefs.num_initial_labels  # 5 of 20
+  assert prefs.initial_fit_steps(0, initial - 1) == 0
+  assert prefs.initial_fit_steps(0, initial) == config.reward.initial_train_steps
+  assert prefs.initial_fit_steps(initial - 2, initial + 3) == config.reward.initial_train_steps
+  assert prefs.initial_fit_steps(initial, initial + 3) == 0  # already had its first fit
