@@ -62,8 +62,7 @@ def configs(env: str, chunks: int, num_envs: int | None):
     if num_envs:  # the batch scales along: the same number of unrolls per iteration
       config.ppo.batch_size = max(1, config.ppo.batch_size * num_envs // config.ppo.num_envs)
       config.ppo.num_envs = num_envs
-    steps = config_lib.env_steps_per_iteration(config) * config.iterations_per_chunk
-    config.total_env_steps = chunks * steps
+    config.total_env_steps = chunks * config_lib.env_steps_per_chunk(config)
     config.checkpoint.every_chunks = chunks + 1  # only the final save
     config_lib.validate(config)
   return base, pref

@@ -127,7 +127,7 @@ def brax_config(config, settings: str):
 def budget(config) -> tuple[int, int]:
   """(total env steps, number of chunks) that both trainers run."""
   chunks = config_lib.num_chunks(config)
-  return chunks * config.iterations_per_chunk * config_lib.env_steps_per_iteration(config), chunks
+  return chunks * config_lib.env_steps_per_chunk(config), chunks
 
 
 def run_brax(config, seed: int):

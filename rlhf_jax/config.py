@@ -74,7 +74,14 @@ def default_config() -> ml_collections.ConfigDict:
   config.reward.l2_init = 1e-4  # then adapted: validation loss 1.1-1.5x training loss
   config.reward.batch_size = 64  # labelled pairs per member per Adam step
   config.reward.validation_batch_size = 256
-  config.reward.train_steps = 4  # Adam steps per training iteration
+  config.reward.train_steps = 4  # Adam steps per reward-model update
+  # Env steps between reward-model updates; 0: one update every iteration. Tied to env
+  # steps, the model's training per env step stays the same whatever num_envs is (with
+  # few envs, an update every iteration is the preference loop's largest fixed cost).
+  config.reward.update_every_env_steps = 0
+  # How the ensemble's members run: "loop" one after another (fastest on XLA's CPU
+  # backend), "vmap" batched (what accelerators want), "auto" loop on CPU, else vmap.
+  config.reward.members = "auto"
   config.reward.initial_train_steps = 500  # on the initial labels, before PPO starts
   config.reward.normalizer_decay = 0.9  # of the running mean/std of each member's reward
   # Subtract each member's mean reward (the paper's choice, for tasks without early
@@ -154,6 +161,10 @@ def num_unrolls_per_iteration(config) -> int:
   return config.ppo.batch_size * config.ppo.num_minibatches // config.ppo.num_envs
 
 
+def env_steps_per_chunk(config) -> int:
+  return env_steps_per_iteration(config) * config.iterations_per_chunk
+
+
 def num_iterations(config) -> int:
   return num_chunks(config) * config.iterations_per_chunk
 
@@ -171,7 +182,7 @@ def segment_length(config, control_dt: float) -> int:
 
 
 def num_chunks(config) -> int:
-  steps_per_chunk = env_steps_per_iteration(config) * config.iterations_per_chunk
+  steps_per_chunk = env_steps_per_chunk(config)
   return max(1, math.ceil(config.total_env_steps / steps_per_chunk))
 
 
@@ -271,7 +282,7 @@ def _validate_preferences(config) -> None:
       "queries.buffer_size",
     ],
   )
-  for key in ("reward.initial_train_steps", "segments.length"):
+  for key in ("reward.initial_train_steps", "segments.length", "reward.update_every_env_steps"):
     value = _get(config, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
       raise ValueError(f"config.{key} must be an integer >= 0, got {value!r}.")
@@ -290,8 +301,16 @@ def _validate_preferences(config) -> None:
       f"config.segments.per_iteration ({config.segments.per_iteration}) must be at most "
       f"config.segments.buffer_size ({config.segments.buffer_size})."
     )
+  every, chunk_steps = config.reward.update_every_env_steps, env_steps_per_chunk(config)
+  if every > chunk_steps:
+    raise ValueError(
+      f"config.reward.update_every_env_steps ({every:,}) must be at most a chunk's "
+      f"{chunk_steps:,} env steps (iterations_per_chunk x env steps per iteration), so "
+      "that every chunk updates the reward model."
+    )
   choices = (
     ("reward.inputs", reward_model.INPUTS),
+    ("reward.members", reward_model.MEMBERS),
     ("queries.method", queries.METHODS),
     ("queries.schedule", queries.SCHEDULES),
     ("teacher", TEACHERS),

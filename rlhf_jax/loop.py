@@ -61,7 +61,14 @@ class Trainer(NamedTuple):
 
 
 # How a chunk reduces each iteration metric: summed, the last value, or (default) the mean.
-SUMMED = ("episode_return_sum", "episodes", "learned_return_sum", "new_labels", "teacher_wrong")
+SUMMED = (
+  "episode_return_sum",
+  "episodes",
+  "learned_return_sum",
+  "new_labels",
+  "teacher_wrong",
+  "rm_updates",
+)
 LAST = ("queries_asked", "labels_used")
 
 
@@ -179,17 +186,22 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
     preferences, rm_metrics = prefs.fit(state.preferences, key, num_steps)
     return state.replace(preferences=preferences), rm_metrics
 
-  def reduce(name, values):
+  def reduce(name, values, updates):
     if name in SUMMED:
       return jnp.sum(values)
-    return values[-1] if name in LAST else jnp.mean(values)
+    if name in LAST:
+      return values[-1]
+    if updates is not None and name in preference.UPDATE_METRICS:  # over the updates only
+      return jnp.sum(values * updates) / jnp.maximum(jnp.sum(updates), 1.0)
+    return jnp.mean(values)
 
   def chunk(state: TrainState):
     state, metrics = jax.lax.scan(
       lambda s, _: iteration(s), state, None, length=config.iterations_per_chunk
     )
     finite = metrics.pop("finite")
-    summary = {name: reduce(name, values) for name, values in metrics.items()}
+    updates = metrics.get("rm_updates")
+    summary = {name: reduce(name, values, updates) for name, values in metrics.items()}
     # The guard's clue: the first iteration of the chunk that produced a NaN or Inf.
     summary["nonfinite_iteration"] = jnp.where(jnp.all(finite), -1, jnp.argmin(finite))
     return state, summary
@@ -282,7 +294,7 @@ def chunk_summary_one(metrics: dict) -> dict:
   if "new_labels" in metrics:
     new_labels, wrong = metrics.pop("new_labels"), metrics.pop("teacher_wrong")
     metrics["teacher_noise"] = wrong / new_labels if new_labels else None
-  for name in (*LAST, "nonfinite_iteration"):
+  for name in (*LAST, "nonfinite_iteration", "rm_updates"):
     if name in metrics:
       metrics[name] = int(metrics[name])
   return metrics

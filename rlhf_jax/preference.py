@@ -21,6 +21,7 @@ Its state is one pytree, `PreferenceState`; every method is pure and jittable.
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import queries, reward_model, segments, teachers
@@ -39,6 +40,18 @@ class PreferenceState:
   recent_return: jax.Array  # float32 []: true return of recently ended episodes (teacher)
   queries_asked: jax.Array  # int32 []
   labels_used: jax.Array  # int32 []: queries the teacher answered (not skipped)
+
+
+# Measured when the ensemble updates: with `reward.update_every_env_steps`, a chunk
+# averages them over the iterations that updated (weighted by the `rm_updates` metric).
+UPDATE_METRICS = (
+  "rm_train_loss",
+  "rm_train_accuracy",
+  "rm_val_loss",
+  "rm_val_accuracy",
+  "rm_l2",
+  "rm_true_correlation",
+)
 
 
 def episode_metrics(transitions: Transition) -> dict:
@@ -88,15 +101,24 @@ class Preferences:
     q = config.queries
     self.num_initial_labels = queries.initial_labels(q.total_labels, q.initial_fraction)
     # Labels asked in each iteration after the initial ones, int [num_iterations].
+    steps_per_iteration = config_lib.env_steps_per_iteration(config)
+    num_iterations = config_lib.num_iterations(config)
     self.label_schedule = queries.label_schedule(
       q.total_labels,
       q.initial_fraction,
       q.schedule,
       q.schedule_timescale,
-      config_lib.env_steps_per_iteration(config),
-      config_lib.num_iterations(config),
+      steps_per_iteration,
+      num_iterations,
     )
     self.max_queries = 0 if self.human else int(self.label_schedule.max())
+    # None: the ensemble updates every iteration. Else the iterations that cross a
+    # multiple of `reward.update_every_env_steps` env steps update it, bool [iterations].
+    every = config.reward.update_every_env_steps
+    self.update_schedule = None
+    if every:
+      done = steps_per_iteration * np.arange(num_iterations + 1, dtype=np.int64)
+      self.update_schedule = np.diff(done // every) > 0
 
   # -- state ----------------------------------------------------------------------------
 
@@ -145,23 +167,52 @@ class Preferences:
     state = self.store_segments(state, key_cut, stream)
     state = state.replace(recent_return=recent_episode_return(state.recent_return, stream))
     metrics = {}
-    if self.max_queries:
+    if self.max_queries:  # scoring candidates costs: only in iterations with labels due
       schedule = jnp.asarray(self.label_schedule)
       due = schedule[jnp.minimum(iteration, len(schedule) - 1)]
-      state, ask_metrics = self.ask(
-        state, key_ask, self.max_queries, due, self.config.queries.method
+      method = self.config.queries.method
+      state, ask_metrics = jax.lax.cond(
+        due > 0,
+        lambda s: self.ask(s, key_ask, self.max_queries, due, method),
+        lambda s: (s, {"new_labels": jnp.zeros((), jnp.int32), "teacher_wrong": jnp.zeros(())}),
+        state,
       )
       metrics.update(ask_metrics)
     state = self.observe_inputs(state, stream)
-    state, fit_metrics = self.fit(state, key_fit, self.config.reward.train_steps)
-    state, reward, reward_metrics = self.reward(state, key_reward, stream)
+    state, fit_metrics = self.scheduled_fit(state, key_fit, iteration)
+    state, reward, learned_return_sum = self.reward(state, stream)
+    if self.update_schedule is None:
+      agreement = self.reward_correlation(state, key_reward)
+    else:  # a diagnostic, costlier than the reward of a small rollout: with the updates
+      agreement = jax.lax.cond(
+        fit_metrics["rm_updates"] > 0,
+        lambda s: self.reward_correlation(s, key_reward),
+        lambda s: jnp.zeros(()),
+        state,
+      )
     metrics.update(
       fit_metrics,
-      **reward_metrics,
+      learned_return_sum=learned_return_sum,
+      rm_true_correlation=agreement,
       queries_asked=state.queries_asked,
       labels_used=state.labels_used,
     )
     return state, reward, metrics
+
+  def scheduled_fit(self, state: PreferenceState, key, iteration):
+    """`reward.train_steps` reward-model steps, in the iterations `update_schedule` says;
+    with a schedule, `rm_updates` (1 or 0) weighs the fit's metrics in a chunk's mean."""
+    num_steps = self.config.reward.train_steps
+    if self.update_schedule is None:
+      return self.fit(state, key, num_steps)
+    due = jnp.asarray(self.update_schedule)[jnp.minimum(iteration, len(self.update_schedule) - 1)]
+
+    def skip(state):
+      _, shapes = jax.eval_shape(lambda s: self.fit(s, key, num_steps), state)
+      return state, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+    state, metrics = jax.lax.cond(due, lambda s: self.fit(s, key, num_steps), skip, state)
+    return state, dict(metrics, rm_updates=due.astype(jnp.float32))
 
   def store_segments(self, state: PreferenceState, key, stream: Transition) -> PreferenceState:
     """Cuts the segments that end in `stream` and keeps `segments.per_iteration` of them."""
@@ -192,10 +243,9 @@ class Preferences:
     wrong = teachers.oracle_disagreement(labels, keep, first, second) * jnp.sum(keep)
     return state, {"new_labels": jnp.sum(keep), "teacher_wrong": wrong}
 
-  def reward(self, state: PreferenceState, key, stream: Transition):
-    """The normalized ensemble reward of `stream` ([L, N]; the normalizer takes it in),
-    and metrics: the learned return of the episodes that ended in it, and how well the
-    learned return of 256 stored segments tracks their true return."""
+  def reward(self, state: PreferenceState, stream: Transition):
+    """The normalized ensemble reward of `stream` ([L, N]; the normalizer takes it in):
+    (state, reward, the summed learned return of the episodes that ended in it)."""
     # Envs first ([N, L]): `step_rewards` wants the sharded axis first (see its docstring).
     obs, action, next_obs = (
       jnp.swapaxes(x, 0, 1) for x in (stream.obs, stream.action, stream.next_obs)
@@ -211,23 +261,18 @@ class Preferences:
     learned_return, ended_sums = jax.lax.scan(
       accumulate, state.learned_return, (reward, stream.discount == 0)
     )
+    state = state.replace(reward_model=rm_state, learned_return=learned_return)
+    return state, reward, jnp.sum(ended_sums)
+
+  def reward_correlation(self, state: PreferenceState, key) -> jax.Array:
+    """How well the learned return of 256 stored segments tracks their true return."""
     size = jnp.maximum(state.segments.size, 1)
     index = self.shard(jax.random.randint(key, (256,), 0, size), 0)
     sample = jax.tree.map(lambda x: x[index], state.segments.segments)
-    raw = self.model.step_rewards(
-      rm_state.params, rm_state.inputs, sample.obs, sample.action, sample.next_obs
-    )
-    learned_segment = jnp.sum(self.model.normalize(rm_state, raw) * sample.mask, axis=-1)
-    true_segment = teachers.segment_return(sample)
-    state = state.replace(reward_model=rm_state, learned_return=learned_return)
-    return (
-      state,
-      reward,
-      {
-        "learned_return_sum": jnp.sum(ended_sums),
-        "rm_true_correlation": correlation(learned_segment, true_segment),
-      },
-    )
+    rm = state.reward_model
+    raw = self.model.step_rewards(rm.params, rm.inputs, sample.obs, sample.action, sample.next_obs)
+    learned = jnp.sum(self.model.normalize(rm, raw) * sample.mask, axis=-1)
+    return correlation(learned, teachers.segment_return(sample))
 
   # -- the pieces, for labels from outside --------------------------------------------------
 

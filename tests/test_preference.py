@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rlhf_jax import config as config_lib
 from rlhf_jax import preference
 from rlhf_jax.config import default_config
 from rlhf_jax.types import Transition
@@ -68,12 +69,14 @@ def numpy_member_reward(params, x):
   return x[..., 0]
 
 
-def test_reward_is_the_normalized_ensemble_mean_of_the_members_applied_directly():
+@pytest.mark.parametrize("members", ["loop", "vmap"])
+def test_reward_is_the_normalized_ensemble_mean_of_the_members_applied_directly(members):
   config = small_config()
+  config.reward.members = members
   prefs = preference.Preferences(config, OBS, ACT, control_dt=0.05)
   state = prefs.init(jax.random.PRNGKey(0), random_stream(jax.random.PRNGKey(1)))
   stream = random_stream(jax.random.PRNGKey(2))
-  new_state, reward, metrics = prefs.reward(state, jax.random.PRNGKey(3), stream)
+  new_state, reward, learned_return_sum = prefs.reward(state, stream)
 
   features = np.concatenate([np.asarray(stream.obs), np.asarray(stream.action)], axis=-1)
   members = state.reward_model.params
@@ -97,7 +100,7 @@ def test_reward_is_the_normalized_ensemble_mean_of_the_members_applied_directly(
     running += expected[t]
     ended += running[done[t]].sum()
     running[done[t]] = 0.0
-  assert float(metrics["learned_return_sum"]) == pytest.approx(ended, rel=1e-3, abs=1e-3)
+  assert float(learned_return_sum) == pytest.approx(ended, rel=1e-3, abs=1e-3)
   np.testing.assert_allclose(new_state.learned_return, running, rtol=1e-3, atol=1e-4)
 
 
@@ -131,3 +134,59 @@ def test_a_human_teacher_gets_no_labels_from_init_and_the_host_side_policy():
   assert prefs.initial_fit_steps(0, initial) == config.reward.initial_train_steps
   assert prefs.initial_fit_steps(initial - 2, initial + 3) == config.reward.initial_train_steps
   assert prefs.initial_fit_steps(initial, initial + 3) == 0  # already had its first fit
+
+
+def test_members_batched_or_one_by_one_train_alike():
+  """Both layouts of the ensemble take the same Adam steps, up to float rounding."""
+  results = []
+  for members in ("loop", "vmap"):
+    config = small_config()
+    config.reward.members = members
+    prefs = preference.Preferences(config, OBS, ACT, control_dt=0.05)
+    state = prefs.init(jax.random.PRNGKey(0), random_stream(jax.random.PRNGKey(1)))
+    state, metrics = prefs.fit(state, jax.random.PRNGKey(5), 20)
+    results.append((state.reward_model.params, metrics))
+  (params_loop, metrics_loop), (params_vmap, metrics_vmap) = results
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), params_loop, params_vmap
+  )
+  for name in preference.UPDATE_METRICS[:-1]:  # what `fit` reports
+    assert float(metrics_loop[name]) == pytest.approx(float(metrics_vmap[name]), rel=1e-4)
+
+
+def test_updates_follow_env_steps_not_iterations():
+  config = small_config()  # 4 envs x 12 steps: 48 env steps an iteration
+  config.reward.update_every_env_steps = 120  # 2.5 iterations
+  config.iterations_per_chunk = 5
+  prefs = preference.Preferences(config, OBS, ACT, control_dt=0.05)
+  # By hand: after iteration i, 48 (i + 1) env steps; 120, 240, 360 are crossed in
+  # iterations 2 (144), 4 (240) and 7 (384); iteration 9 ends at 480.
+  expected = [i in (2, 4, 7, 9) for i in range(10)]
+  np.testing.assert_array_equal(prefs.update_schedule, expected)
+
+  state = prefs.init(jax.random.PRNGKey(0), random_stream(jax.random.PRNGKey(1)))
+  step = jax.jit(prefs.step)
+  for i in range(5):
+    before = state.reward_model.params
+    state, _, metrics = step(
+      state, jax.random.PRNGKey(i), random_stream(jax.random.PRNGKey(9 + i)), i
+    )
+    changed = any(
+      not np.array_equal(a, b)
+      for a, b in zip(
+        jax.tree.leaves(before), jax.tree.leaves(state.reward_model.params), strict=True
+      )
+    )
+    assert changed == expected[i] == bool(metrics["rm_updates"])
+
+
+def test_an_update_interval_longer_than_a_chunk_is_refused():
+  config = small_config()
+  config.iterations_per_chunk = 2
+  config.reward.update_every_env_steps = 3 * ENVS * STEPS
+  with pytest.raises(ValueError, match="update_every_env_steps"):
+    config_lib.validate(config)
+  config.reward.update_every_env_steps = 0
+  config.reward.members = "threads"
+  with pytest.raises(ValueError, match="reward.members"):
+    config_lib.validate(config)
