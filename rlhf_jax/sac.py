@@ -1,0 +1,253 @@
+"""Soft actor-critic (Haarnoja et al. 2018, arXiv 1812.05905) on the device.
+
+The networks (a tanh-normal policy MLP, twin Q MLPs) and the running observation
+statistics come from `brax.training`, so parameters are interchangeable with those of
+`brax.training.agents.sac.train`. What is ours: the replay buffer (a ring of transitions
+in device memory, rows that a reward model can relabel in place), the losses written
+out below, and the update: `grad_updates` gradient steps on minibatches drawn uniformly
+from the buffer, each one temperature, critic and actor step in Brax's order, then a
+Polyak step of the target critic.
+
+  critic:  y = scale · r + γ · discount · (min_i Q̄_i(s', a') − α log π(a'|s')),  a' ~ π(·|s')
+           loss = ½ mean over the batch and both critics of (Q_i(s, a) − y)², the steps
+           an episode was cut off at (truncation) left out: their s' is the next episode's
+  actor:   loss = mean(α log π(a|s) − min_i Q_i(s, a)),  a ~ π(·|s)
+  alpha:   loss = mean(α · stopgrad(−log π(a|s) − H̄)),  H̄ = target_entropy · action size
+
+Everything here is pure; jit it at the call site.
+"""
+
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from brax.training.acme import running_statistics
+from brax.training.agents.sac import networks as brax_sac_networks
+from flax import linen
+
+from rlhf_jax.segments import ring_write
+from rlhf_jax.types import Transition
+
+
+class SACParams(NamedTuple):
+  policy: Any
+  q: Any  # both critics, stacked by Brax's q network
+  target_q: Any
+  log_alpha: jax.Array  # float32 []
+
+
+@flax.struct.dataclass
+class SACState:
+  params: SACParams
+  policy_optimizer_state: optax.OptState
+  q_optimizer_state: optax.OptState
+  alpha_optimizer_state: optax.OptState
+  normalizer: running_statistics.RunningStatisticsState
+
+
+class ReplayBuffer(NamedTuple):
+  """A ring buffer of transitions (flat rows); the oldest are overwritten first."""
+
+  data: Transition  # [C, ...]
+  next_index: jax.Array  # int32 []
+  size: jax.Array  # int32 []
+
+
+def make_networks(observation_size: int, action_size: int, sac_config):
+  """Brax's SAC networks: tanh-normal policy and twin Q, ReLU MLPs of `hidden_sizes`."""
+  preprocess = (
+    running_statistics.normalize
+    if sac_config.normalize_observations
+    else lambda obs, unused_normalizer: obs
+  )
+  return brax_sac_networks.make_sac_networks(
+    observation_size,
+    action_size,
+    preprocess_observations_fn=preprocess,
+    hidden_layer_sizes=tuple(sac_config.hidden_sizes),
+    activation=linen.relu,
+  )
+
+
+class Optimizers(NamedTuple):
+  policy: optax.GradientTransformation
+  q: optax.GradientTransformation
+  alpha: optax.GradientTransformation
+
+
+def make_optimizers(sac_config) -> Optimizers:
+  return Optimizers(
+    policy=optax.adam(sac_config.learning_rate),
+    q=optax.adam(sac_config.learning_rate),
+    alpha=optax.adam(sac_config.alpha_learning_rate),
+  )
+
+
+def init_state(key, networks, optimizers: Optimizers, observation_size: int) -> SACState:
+  key_policy, key_q = jax.random.split(key)
+  policy = networks.policy_network.init(key_policy)
+  q = networks.q_network.init(key_q)
+  log_alpha = jnp.zeros((), jnp.float32)  # α = 1 at the start, as Brax
+  params = SACParams(policy=policy, q=q, target_q=q, log_alpha=log_alpha)
+  normalizer = running_statistics.init_state(jax.ShapeDtypeStruct((observation_size,), jnp.float32))
+  return SACState(
+    params=params,
+    policy_optimizer_state=optimizers.policy.init(policy),
+    q_optimizer_state=optimizers.q.init(q),
+    alpha_optimizer_state=optimizers.alpha.init(log_alpha),
+    normalizer=normalizer,
+  )
+
+
+def sample_actions(networks, normalizer, policy_params, obs, key):
+  """Samples from the policy. Returns (action, raw_action, log_prob), batch-shaped."""
+  dist = networks.parametric_action_distribution
+  logits = networks.policy_network.apply(normalizer, policy_params, obs)
+  raw_action = dist.sample_no_postprocessing(logits, key)
+  return dist.postprocess(raw_action), raw_action, dist.log_prob(logits, raw_action)
+
+
+# -- the replay buffer ----------------------------------------------------------------------
+
+
+def init_buffer(example_step: Transition, capacity: int) -> ReplayBuffer:
+  """An empty buffer for `capacity` transitions shaped like `example_step` (one step)."""
+  data = jax.tree.map(lambda x: jnp.zeros((capacity,) + x.shape, x.dtype), example_step)
+  return ReplayBuffer(data, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def add(buffer: ReplayBuffer, transitions: Transition) -> ReplayBuffer:
+  """Writes transitions of any batch shape ([L, N, ...]: row-major) after the newest."""
+  batch = transitions.discount.shape
+  rows = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[len(batch) :]), transitions)
+  keep = jnp.ones(rows.discount.shape, bool)
+  data, next_index, size = ring_write(buffer.data, rows, keep, buffer.next_index, buffer.size)
+  return ReplayBuffer(data, next_index, size)
+
+
+def sample(buffer: ReplayBuffer, key, shape: tuple[int, ...]) -> Transition:
+  """Transitions [*shape, ...] drawn uniformly (with replacement) from the stored ones."""
+  index = jax.random.randint(key, shape, 0, jnp.maximum(buffer.size, 1))
+  return jax.tree.map(lambda x: x[index], buffer.data)
+
+
+# -- the losses -----------------------------------------------------------------------------
+
+
+def critic_target(reward, discount, next_q, next_log_prob, alpha, gamma, reward_scaling):
+  """y = scale · r + γ · discount · (min over the critics of next_q [..., 2] − α log π)."""
+  next_value = jnp.min(next_q, axis=-1) - alpha * next_log_prob
+  return reward_scaling * reward + discount * gamma * next_value
+
+
+def critic_loss_value(q, target, truncation):
+  """½ mean of (Q_i − y)² over the batch and the critics; truncated steps count as 0."""
+  error = (q - target[..., None]) * (1.0 - truncation)[..., None]
+  return 0.5 * jnp.mean(jnp.square(error))
+
+
+def alpha_loss_value(log_alpha, log_prob, target_entropy):
+  """Mean of α · stopgrad(−log π − H̄): α grows while the entropy is below its target."""
+  return jnp.mean(jnp.exp(log_alpha) * jax.lax.stop_gradient(-log_prob - target_entropy))
+
+
+class Losses(NamedTuple):
+  # alpha(log_alpha, policy_params, normalizer, batch, key)
+  # critic(q_params, params: SACParams, alpha, normalizer, batch, key)
+  # actor(policy_params, q_params, alpha, normalizer, batch, key)
+  alpha: Any
+  critic: Any
+  actor: Any
+
+
+def make_losses(networks, sac_config, action_size: int) -> Losses:
+  """The three losses of the module docstring, on a batch of transitions."""
+  policy_net, q_net = networks.policy_network, networks.q_network
+  dist = networks.parametric_action_distribution
+  target_entropy = sac_config.target_entropy * action_size
+
+  def act(normalizer, policy_params, obs, key):
+    logits = policy_net.apply(normalizer, policy_params, obs)
+    raw = dist.sample_no_postprocessing(logits, key)
+    return dist.postprocess(raw), dist.log_prob(logits, raw)
+
+  def alpha_loss(log_alpha, policy_params, normalizer, batch: Transition, key):
+    _, log_prob = act(normalizer, policy_params, batch.obs, key)
+    return alpha_loss_value(log_alpha, log_prob, target_entropy)
+
+  def critic_loss(q_params, params: SACParams, alpha, normalizer, batch: Transition, key):
+    next_action, next_log_prob = act(normalizer, params.policy, batch.next_obs, key)
+    next_q = q_net.apply(normalizer, params.target_q, batch.next_obs, next_action)
+    target = critic_target(
+      batch.reward,
+      batch.discount,
+      next_q,
+      next_log_prob,
+      alpha,
+      sac_config.discount,
+      sac_config.reward_scaling,
+    )
+    q = q_net.apply(normalizer, q_params, batch.obs, batch.action)
+    return critic_loss_value(q, jax.lax.stop_gradient(target), batch.truncation)
+
+  def actor_loss(policy_params, q_params, alpha, normalizer, batch: Transition, key):
+    action, log_prob = act(normalizer, policy_params, batch.obs, key)
+    q = q_net.apply(normalizer, q_params, batch.obs, action)
+    return jnp.mean(alpha * log_prob - jnp.min(q, axis=-1))
+
+  return Losses(alpha=alpha_loss, critic=critic_loss, actor=actor_loss)
+
+
+def make_update_fn(networks, optimizers: Optimizers, sac_config, action_size: int):
+  """Returns update(state, batch [G, B, ...], key) -> (state, metrics): G gradient steps,
+  one per minibatch of B transitions, in a `lax.scan` (the observation statistics are the
+  caller's to update: they follow the env steps, not the gradient steps)."""
+  alpha_loss, critic_loss, actor_loss = make_losses(networks, sac_config, action_size)
+
+  def apply(optimizer, grads, opt_state, params):
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  def gradient_step(state: SACState, batch_and_key):
+    batch, key = batch_and_key
+    key_alpha, key_critic, key_actor = jax.random.split(key, 3)
+    params, normalizer = state.params, state.normalizer
+    loss_alpha, grad = jax.value_and_grad(alpha_loss)(
+      params.log_alpha, params.policy, normalizer, batch, key_alpha
+    )
+    log_alpha, alpha_opt = apply(
+      optimizers.alpha, grad, state.alpha_optimizer_state, params.log_alpha
+    )
+    alpha = jnp.exp(params.log_alpha)  # the critic and actor use α before this step, as Brax
+    loss_critic, grad = jax.value_and_grad(critic_loss)(
+      params.q, params, alpha, normalizer, batch, key_critic
+    )
+    q, q_opt = apply(optimizers.q, grad, state.q_optimizer_state, params.q)
+    loss_actor, grad = jax.value_and_grad(actor_loss)(
+      params.policy, params.q, alpha, normalizer, batch, key_actor
+    )
+    policy, policy_opt = apply(optimizers.policy, grad, state.policy_optimizer_state, params.policy)
+    tau = sac_config.tau
+    target_q = jax.tree.map(lambda old, new: (1 - tau) * old + tau * new, params.target_q, q)
+    state = state.replace(
+      params=SACParams(policy=policy, q=q, target_q=target_q, log_alpha=log_alpha),
+      policy_optimizer_state=policy_opt,
+      q_optimizer_state=q_opt,
+      alpha_optimizer_state=alpha_opt,
+    )
+    metrics = {
+      "critic_loss": loss_critic,
+      "actor_loss": loss_actor,
+      "alpha_loss": loss_alpha,
+      "alpha": jnp.exp(log_alpha),
+    }
+    return state, metrics
+
+  def update(state: SACState, batch: Transition, key):
+    keys = jax.random.split(key, batch.discount.shape[0])
+    state, metrics = jax.lax.scan(gradient_step, state, (batch, keys))
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  return update
