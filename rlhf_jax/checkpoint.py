@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from rlhf_jax import config as config_lib
+
 # Config keys (or prefixes ending in ".") that a resumed run may change; any other
 # difference from the checkpointed run's config is refused.
 # A state restores onto any mesh (then equal to float tolerance, not bitwise).
@@ -39,13 +41,18 @@ def config_dict(config) -> dict:
 
 def config_changes(saved: dict, config) -> list[str]:
   """`"key: old -> new"` for each dotted key whose value differs between a saved config
-  dict and `config`, leaving out HARMLESS ones."""
+  dict and `config`, leaving out HARMLESS ones, and keys that a later version of the
+  library added (absent from `saved`) where `config` keeps their default: the saved run
+  ran as that default does."""
   old, new = _flatten(saved), _flatten(config_dict(config))
+  defaults = _flatten(config_dict(config_lib.default_config()))
   changes = []
   for key in sorted(set(old) | set(new)):
     if any(key == h or (h.endswith(".") and key.startswith(h)) for h in HARMLESS):
       continue
     before, after = old.get(key, "<absent>"), new.get(key, "<absent>")
+    if key not in old and key in defaults and after == defaults[key]:
+      continue
     if before != after:
       changes.append(f"{key}: {before!r} -> {after!r}")
   return changes

@@ -106,6 +106,22 @@ def test_finished_run_is_not_repeated_and_changed_config_is_refused(tmp_path):
     train.train(four_chunks(tiny_config), workdir)
 
 
+def test_keys_a_later_version_added_may_keep_their_default():
+  """A run saved before `reward.update_every_env_steps` existed resumes with its default
+  (it ran as the default does), not with another value; removed keys still count."""
+  config = tiny_pref_config()
+  saved = checkpoint.config_dict(config)
+  del saved["reward"]["update_every_env_steps"]
+  assert checkpoint.config_changes(saved, config) == []
+  config.reward.update_every_env_steps = 480
+  assert checkpoint.config_changes(saved, config) == [
+    "reward.update_every_env_steps: '<absent>' -> 480"
+  ]
+  saved["reward"]["retired_key"] = 1
+  config.reward.update_every_env_steps = 0
+  assert checkpoint.config_changes(saved, config) == ["reward.retired_key: 1 -> '<absent>'"]
+
+
 def _truncate_largest_file(directory):
   files = [os.path.join(root, f) for root, _, names in os.walk(directory) for f in names]
   largest = max(files, key=os.path.getsize)
