@@ -189,10 +189,11 @@ def run_ours(config, seed: int, workdir: str):
   with open(os.devnull, "w") as quiet:
     result = rlhf_train.train(config, workdir, stream=quiet)
   wall = time.perf_counter() - start
-  params = evaluation.brax_params(result.state.ppo)
-  initial_params = evaluation.brax_params(result.trainer.init(jax.random.PRNGKey(seed)).ppo)
+  learner = result.trainer.learner
+  params = learner.brax_params(result.state.agent)
+  initial_params = learner.brax_params(result.trainer.init(jax.random.PRNGKey(seed)).agent)
   sps = [r["steps_per_second"] for r in result.records]
-  return params, initial_params, sps, wall, result.trainer.networks
+  return params, initial_params, sps, wall, learner.networks
 
 
 def evaluate(config, networks, params, seed: int) -> float:

@@ -63,10 +63,10 @@ def run(config, seed: int, condition: str, log, workdir: str):
   with open(os.devnull, "w") as quiet:
     result = train.train(config, workdir, stream=quiet)
   key = jax.random.PRNGKey(1000 + seed)
-  networks = result.trainer.networks
-  final = evaluation.evaluate(config, networks, evaluation.brax_params(result.state.ppo), key)
-  initial_state = result.trainer.init(jax.random.PRNGKey(seed)).ppo
-  initial = evaluation.evaluate(config, networks, evaluation.brax_params(initial_state), key)
+  learner = result.trainer.learner
+  final = evaluation.evaluate_agent(config, learner, result.state.agent, key)
+  initial_state = result.trainer.init(jax.random.PRNGKey(seed)).agent
+  initial = evaluation.evaluate_agent(config, learner, initial_state, key)
   last = result.records[-1]
   row = {
     "condition": condition,

@@ -15,6 +15,7 @@ import os
 import ml_collections
 
 REWARD_SOURCES = ("true", "learned")
+LEARNERS = ("ppo", "sac")
 TEACHERS = ("oracle", "stochastic", "myopic", "skip", "equal", "mistake", "human")
 # Default segment duration in simulated seconds (Christiano et al. 2017 use 1-2 s).
 SEGMENT_SECONDS = 1.5
@@ -41,6 +42,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.env.episode_length = 1000
   config.env.action_repeat = 1
 
+  # Which learner optimizes the reward (rlhf_jax/learners.py): "ppo" or "sac".
+  config.learner = "ppo"
+
   # Names follow brax.training.agents.ppo.train so that configs translate one to one.
   config.ppo = ml_collections.ConfigDict()
   config.ppo.num_envs = 128
@@ -60,6 +64,26 @@ def default_config() -> ml_collections.ConfigDict:
   config.ppo.max_grad_norm = 0.0  # 0 disables gradient clipping
   config.ppo.policy_hidden_sizes = (32, 32, 32, 32)
   config.ppo.value_hidden_sizes = (256, 256, 256, 256, 256)
+
+  # learner = "sac": names follow brax.training.agents.sac.train (defaults: Brax's, but
+  # the discount, learning rate and replay sizes). One iteration: `unroll_length` steps of
+  # `num_envs` envs into the replay buffer, then grad_updates_per_step gradient steps per
+  # step of each env, once the buffer holds min_replay_size transitions.
+  config.sac = ml_collections.ConfigDict()
+  config.sac.num_envs = 128
+  config.sac.unroll_length = 1
+  config.sac.grad_updates_per_step = 1
+  config.sac.batch_size = 256
+  config.sac.learning_rate = 3e-4
+  config.sac.alpha_learning_rate = 3e-4  # Brax's, for log α
+  config.sac.discount = 0.99
+  config.sac.reward_scaling = 1.0
+  config.sac.tau = 0.005  # Polyak step of the target critics
+  config.sac.target_entropy = -0.5  # per action dimension, as Brax
+  config.sac.min_replay_size = 8192
+  config.sac.max_replay_size = 1_000_000  # the buffer's capacity, in transitions
+  config.sac.hidden_sizes = (256, 256)
+  config.sac.normalize_observations = True
 
   # Where the reward that PPO optimizes comes from; the true reward is always recorded.
   config.reward = ml_collections.ConfigDict()
@@ -152,12 +176,22 @@ def load_json(path: str) -> ml_collections.ConfigDict:
 
 def env_steps_per_iteration(config) -> int:
   """Environment steps (physics steps times action repeat) of one training iteration."""
-  ppo = config.ppo
-  return ppo.batch_size * ppo.num_minibatches * ppo.unroll_length * config.env.action_repeat
+  steps = num_envs(config) * num_unrolls_per_iteration(config) * unroll_length(config)
+  return steps * config.env.action_repeat
+
+
+def num_envs(config) -> int:
+  return config.sac.num_envs if config.learner == "sac" else config.ppo.num_envs
+
+
+def unroll_length(config) -> int:
+  return config.sac.unroll_length if config.learner == "sac" else config.ppo.unroll_length
 
 
 def num_unrolls_per_iteration(config) -> int:
-  """Sequential unrolls of `num_envs` envs that fill one iteration's batch."""
+  """Sequential unrolls of `num_envs` envs that fill one iteration's batch (SAC: 1)."""
+  if config.learner == "sac":
+    return 1
   return config.ppo.batch_size * config.ppo.num_minibatches // config.ppo.num_envs
 
 
@@ -251,9 +285,14 @@ def validate(config, device_count: int | None = None) -> None:
       f"({ppo.num_envs}): each iteration runs whole unrolls of all envs. Change "
       "batch_size, num_minibatches or num_envs."
     )
-  if ppo.num_envs % device_count:
+  if config.learner not in LEARNERS:
+    raise ValueError(f"config.learner={config.learner!r} is unknown; choose one of {LEARNERS}.")
+  if config.learner == "sac":
+    _validate_sac(config)
+  envs_key = f"{config.learner}.num_envs"
+  if num_envs(config) % device_count:
     raise ValueError(
-      f"config.ppo.num_envs ({ppo.num_envs}) must be a multiple of the device count "
+      f"config.{envs_key} ({num_envs(config)}) must be a multiple of the device count "
       f"({device_count}, the mesh's data axis): each device steps the same number of envs."
     )
   if config.reward.source not in REWARD_SOURCES:
@@ -263,6 +302,33 @@ def validate(config, device_count: int | None = None) -> None:
     )
   if config.reward.source == "learned":
     _validate_preferences(config)
+
+
+def _validate_sac(config) -> None:
+  keys = ("num_envs", "unroll_length", "grad_updates_per_step", "batch_size", "max_replay_size")
+  _require_positive(config, [f"sac.{key}" for key in keys])
+  sac = config.sac
+  for key in ("learning_rate", "alpha_learning_rate", "tau", "reward_scaling"):
+    if not sac[key] > 0:
+      raise ValueError(f"config.sac.{key} must be > 0, got {sac[key]!r}.")
+  if not 0 < sac.discount <= 1 or sac.tau > 1:
+    raise ValueError(
+      f"config.sac.discount ({sac.discount}) and config.sac.tau ({sac.tau}) must be in (0, 1]."
+    )
+  if not 0 <= sac.min_replay_size <= sac.max_replay_size:
+    raise ValueError(
+      f"config.sac.min_replay_size ({sac.min_replay_size}) must be in [0, "
+      f"config.sac.max_replay_size ({sac.max_replay_size})]."
+    )
+  steps = sac.num_envs * sac.unroll_length
+  if steps > sac.max_replay_size:
+    raise ValueError(
+      f"config.sac.max_replay_size ({sac.max_replay_size}) must hold one iteration's "
+      f"{steps} transitions (num_envs x unroll_length)."
+    )
+  sizes = tuple(sac.hidden_sizes)
+  if not sizes or any(not isinstance(s, int) or s <= 0 for s in sizes):
+    raise ValueError(f"config.sac.hidden_sizes must be positive integers, got {sizes!r}.")
 
 
 def _validate_preferences(config) -> None:

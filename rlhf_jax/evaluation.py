@@ -8,16 +8,25 @@ runs (ours, Brax's, learned or true reward) are judged the same way.
 from brax.training import acting
 from brax.training.agents.ppo import networks as brax_ppo_networks
 
-from rlhf_jax import envs, ppo
+from rlhf_jax import envs
 
 
-def brax_params(ppo_state: ppo.PPOState) -> tuple:
-  """Our PPO state as the (normalizer, policy, value) tuple Brax's inference takes."""
-  return (ppo_state.normalizer, ppo_state.params.policy, ppo_state.params.value)
+def evaluate_agent(config, learner, agent, key, num_envs: int = 128) -> float:
+  """`evaluate` of a learner's state (a trainer's `learner`, a TrainState's `agent`)."""
+  params = learner.brax_params(agent)
+  return evaluate(config, learner.networks, params, key, num_envs, learner.make_inference_fn)
 
 
-def evaluate(config, networks, params: tuple, key, num_envs: int = 128) -> float:
-  """Mean true return of `num_envs` full episodes of the (stochastic) policy."""
+def evaluate(
+  config,
+  networks,
+  params: tuple,
+  key,
+  num_envs: int = 128,
+  make_inference_fn=brax_ppo_networks.make_inference_fn,
+) -> float:
+  """Mean true return of `num_envs` full episodes of the (stochastic) policy: Brax's
+  `networks` with `params` as its `make_inference_fn` takes them (default: PPO's)."""
   env = envs.make_env(
     config.env.name,
     config.env.backend,
@@ -26,7 +35,7 @@ def evaluate(config, networks, params: tuple, key, num_envs: int = 128) -> float
   )
   evaluator = acting.Evaluator(
     env,
-    brax_ppo_networks.make_inference_fn(networks),
+    make_inference_fn(networks),
     num_eval_envs=num_envs,
     episode_length=config.env.episode_length,
     action_repeat=config.env.action_repeat,

@@ -28,12 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import envs, ppo, preference, rollout, sharding
+from rlhf_jax import envs, learners, preference, rollout, sharding
 
 
 @flax.struct.dataclass
 class TrainState:
-  ppo: ppo.PPOState
+  agent: Any  # the learner's state: ppo.PPOState, or learners.SACAgent
   env_state: Any
   key: jax.Array
   iteration: jax.Array  # int32 []; env steps = iteration * env_steps_per_iteration
@@ -44,7 +44,7 @@ class Trainer(NamedTuple):
   init: Callable
   chunk: Callable
   env: Any
-  networks: Any
+  learner: learners.Learner
   env_steps_per_iteration: int
   initial_env_steps: int  # env steps taken by `init` (the random policy's labels)
   preferences: preference.Preferences | None  # None for the true reward
@@ -82,11 +82,7 @@ def all_finite(tree) -> jax.Array:
 
 def learned_parts(state: TrainState) -> dict:
   """The learned quantities of a state, by name (what the NaN guard watches)."""
-  parts = {
-    "policy params": state.ppo.params.policy,
-    "value params": state.ppo.params.value,
-    "observation normalizer": state.ppo.normalizer,
-  }
+  parts = learners.learned_parts(state.agent)
   if state.preferences is not None:
     model = state.preferences.reward_model
     parts["reward model params"] = model.params
@@ -110,12 +106,8 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
     episode_length=config.env.episode_length,
     action_repeat=config.env.action_repeat,
   )
-  ppo_config = config.ppo
-  networks = ppo.make_networks(env.observation_size, env.action_size, ppo_config)
-  optimizer = ppo.make_optimizer(ppo_config)
   shard = sharding.data_splitter(mesh)
-  update = ppo.make_update_fn(networks, optimizer, ppo_config, shard)
-  num_unrolls = config_lib.num_unrolls_per_iteration(config)
+  learner = learners.make_learner(config, env, shard)
   steps_per_iteration = config_lib.env_steps_per_iteration(config)
   learned = config.reward.source == "learned"
   prefs = None
@@ -125,25 +117,18 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
 
   def run_rollout(state: TrainState, key):
     """One iteration's rollout: transitions [U, T, N] (U unrolls of T steps of N envs)."""
-    params = state.ppo.params
-
-    def policy(obs, key_sample):
-      return ppo.sample_actions(networks, state.ppo.normalizer, params.policy, obs, key_sample)
-
-    unroll = rollout.make_rollout(env, policy, ppo_config.unroll_length)
-    return jax.lax.scan(unroll, state.env_state, jax.random.split(key, num_unrolls))
+    policy = lambda obs, key_sample: learner.act(state.agent, obs, key_sample)  # noqa: E731
+    unroll = rollout.make_rollout(env, policy, learner.unroll_length)
+    return jax.lax.scan(unroll, state.env_state, jax.random.split(key, learner.num_unrolls))
 
   def as_stream(x):  # [U, T, N, ...] -> [U * T, N, ...]: each env's steps in time order
     return x.reshape((-1,) + x.shape[2:])
 
-  def as_ppo_batch(x):  # [U, T, N, ...] -> [T, U * N, ...]: sequences of T steps
-    return jnp.swapaxes(x, 0, 1).reshape((x.shape[1], -1) + x.shape[3:])
-
   def init(key) -> TrainState:
-    key_ppo, key_env, key_loop, key_prefs = jax.random.split(key, 4)
-    env_state = env.reset(jax.random.split(key_env, ppo_config.num_envs))
-    ppo_state = ppo.init_state(key_ppo, networks, optimizer, env.observation_size)
-    state = TrainState(ppo_state, env_state, key_loop, jnp.zeros((), jnp.int32), None)
+    key_agent, key_env, key_loop, key_prefs = jax.random.split(key, 4)
+    env_state = env.reset(jax.random.split(key_env, learner.num_envs))
+    agent = learner.init(key_agent)
+    state = TrainState(agent, env_state, key_loop, jnp.zeros((), jnp.int32), None)
     if not learned:
       return state
     # The random initial policy's rollout gives the first segments (and initial labels).
@@ -161,16 +146,15 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
       stream = jax.tree.map(as_stream, transitions)
       preferences, reward, metrics = prefs.step(preferences, key_prefs, stream, state.iteration)
       transitions = transitions._replace(reward=reward.reshape(transitions.reward.shape))
-    transitions = jax.tree.map(as_ppo_batch, transitions)
-    ppo_state, ppo_metrics = update(state.ppo, transitions, key_update)
+    agent, agent_metrics = learner.update(state.agent, transitions, key_update)
 
     metrics.update(
-      ppo_metrics,
+      agent_metrics,
       **preference.episode_metrics(transitions),
       true_reward_per_step=jnp.mean(transitions.true_reward),
       reward_per_step=jnp.mean(transitions.reward),
     )
-    new_state = TrainState(ppo_state, env_state, key, state.iteration + 1, preferences)
+    new_state = TrainState(agent, env_state, key, state.iteration + 1, preferences)
     metrics["finite"] = all_finite((metrics, learned_parts(new_state)))
     return new_state, metrics
 
@@ -210,7 +194,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   seeded = config.num_seeds > 1
   init_fn, chunk_fn = (jax.vmap(init), jax.vmap(chunk)) if seeded else (init, chunk)
   abstract = jax.eval_shape(init_fn, seed_keys(config))
-  shardings = sharding.state_shardings(mesh, abstract, ppo_config.num_envs, seed_axis=seeded)
+  shardings = sharding.state_shardings(mesh, abstract, learner.num_envs, seed_axis=seeded)
   return Trainer(
     init=jax.jit(init_fn, out_shardings=shardings),
     chunk=jax.jit(
@@ -220,7 +204,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
       donate_argnums=0,
     ),
     env=env,
-    networks=networks,
+    learner=learner,
     env_steps_per_iteration=steps_per_iteration,
     initial_env_steps=steps_per_iteration if learned else 0,
     preferences=prefs,

@@ -32,7 +32,7 @@ def test_one_chunk_on_8_devices_matches_1_device(trainers):
   assert sharding.data_size(trainers[1].mesh) == 8
   for name in metrics_1:
     np.testing.assert_allclose(metrics_8[name], metrics_1[name], rtol=2e-3, atol=1e-4, err_msg=name)
-  learned = lambda s: (s.ppo.params, s.preferences.reward_model.params)  # noqa: E731
+  learned = lambda s: (s.agent.params, s.preferences.reward_model.params)  # noqa: E731
   for a, b in zip(
     jax.tree.leaves(learned(state_8)), jax.tree.leaves(learned(state_1)), strict=True
   ):
@@ -47,8 +47,8 @@ def test_state_carries_the_intended_shardings(trainers):
   assert state.preferences.cutter.tail.obs.sharding.spec == P(None, "data")
   assert state.preferences.learned_return.sharding.spec == P("data")
   for replicated in (
-    state.ppo.params.policy,
-    state.ppo.optimizer_state,
+    state.agent.params.policy,
+    state.agent.optimizer_state,
     state.preferences.reward_model.params,
     state.preferences.segments.segments.obs,
     state.preferences.preferences,

@@ -23,7 +23,7 @@ from rlhf_jax import checkpoint, train  # noqa: E402
 from tests.test_loop import tiny_config  # noqa: E402
 
 result = train.train(tiny_config(), workdir)
-params = result.state.ppo.params
+params = result.state.agent.params
 local = [
   np.asarray(leaf.addressable_data(0)).ravel()[:4].tolist() for leaf in jax.tree.leaves(params)
 ]

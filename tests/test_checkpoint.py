@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from rlhf_jax import checkpoint, loop, metrics, train
-from tests.test_loop import REPO, _deterministic, tiny_config, tiny_pref_config
+from rlhf_jax import config as config_lib
+from tests.test_loop import (
+  REPO,
+  _deterministic,
+  tiny_config,
+  tiny_pref_config,
+  tiny_sac_pref_config,
+)
 
 NUM_CHUNKS = 4
 
@@ -66,6 +73,25 @@ def test_sigterm_saves_and_resume_is_bitwise_identical(tmp_path, monkeypatch, st
   assert_same_arrays(resumed.state, straight.state)
   rows = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   assert [r["env_steps"] for r in rows] == [r["env_steps"] for r in straight.records]
+
+
+def test_sac_resume_is_bitwise_identical(tmp_path, monkeypatch):
+  """SAC learning from labels: the replay buffer, critics, temperature and the preference
+  state all come back, so the resumed run is the straight one."""
+  config = tiny_sac_pref_config()
+  config.total_env_steps = NUM_CHUNKS * config_lib.env_steps_per_chunk(config)
+  config.checkpoint.every_chunks = 10
+  straight = train.train(config, str(tmp_path / "straight"))
+  workdir = str(tmp_path / "run")
+  interrupt_after(monkeypatch, 2)
+  with pytest.raises(train.Interrupted, match="after chunk 2 of 4"):
+    train.train(config, workdir)
+  monkeypatch.undo()
+  resumed = train.train(config, workdir)
+  assert _deterministic(resumed.records) == _deterministic(straight.records)
+  assert_same_arrays(resumed.state, straight.state)
+  assert int(straight.state.agent.replay.size) == 100  # it wrapped
+  assert int(straight.state.agent.gradient_steps) > 0
 
 
 def test_checkpoint_holds_the_whole_state(tmp_path, straight):

@@ -43,6 +43,18 @@ def _config(**overrides):
     ({"reward__source": "oracle"}, r"config.reward.source='oracle' is unknown; choose"),
     ({"checkpoint__every_chunks": 0}, r"config.checkpoint.every_chunks must be a positive"),
     ({"checkpoint__keep": 0}, r"config.checkpoint.keep must be a positive integer, got 0"),
+    ({"learner": "dqn"}, r"config.learner='dqn' is unknown; choose one of \('ppo', 'sac'\)"),
+    ({"learner": "sac", "sac__batch_size": 0}, r"config.sac.batch_size must be a positive"),
+    ({"learner": "sac", "sac__tau": 1.5}, r"config.sac.tau \(1.5\) must be in \(0, 1\]"),
+    (
+      {"learner": "sac", "sac__min_replay_size": 10**7},
+      r"config.sac.min_replay_size \(10000000\) must be in \[0, config.sac.max_replay_size",
+    ),
+    (
+      {"learner": "sac", "sac__max_replay_size": 100},
+      r"config.sac.max_replay_size \(100\) must hold one iteration's 128 transitions",
+    ),
+    ({"learner": "sac", "sac__num_envs": 0}, r"config.sac.num_envs must be a positive"),
   ],
 )
 def test_bad_values_raise_clear_errors(overrides, message):

@@ -48,12 +48,38 @@ def tiny_pref_config(seed=0):
   return config
 
 
+def tiny_sac_config(seed=0):
+  """SAC on inverted_pendulum: 8 envs x 5 steps an iteration, 2 chunks of 3."""
+  config = tiny_config(seed)
+  config.learner = "sac"
+  config.sac.num_envs = 8
+  config.sac.unroll_length = 5
+  config.sac.grad_updates_per_step = 2
+  config.sac.batch_size = 16
+  config.sac.min_replay_size = 40  # training starts in the second iteration
+  config.sac.max_replay_size = 100  # wraps within the run
+  config.sac.hidden_sizes = (16,)
+  config.total_env_steps = 2 * 3 * 8 * 5
+  return config
+
+
+def tiny_sac_pref_config(seed=0):
+  """tiny_sac_config learning from tiny_pref_config's labels."""
+  config = tiny_sac_config(seed)
+  preferences = tiny_pref_config(seed)
+  for block in ("reward", "segments", "queries"):
+    config[block] = preferences[block]
+  return config
+
+
 def _deterministic(records):
   timing = {"steps_per_second", "elapsed_seconds", "compile_seconds"}
   return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
-@pytest.mark.parametrize("make_config", [tiny_config, tiny_pref_config])
+@pytest.mark.parametrize(
+  "make_config", [tiny_config, tiny_pref_config, tiny_sac_config, tiny_sac_pref_config]
+)
 def test_same_config_and_seed_give_identical_metrics(tmp_path, make_config):
   first = train.train(make_config(), str(tmp_path / "a")).records
   second = train.train(make_config(), str(tmp_path / "b")).records
@@ -259,8 +285,8 @@ def test_num_seeds_runs_each_seed_as_it_runs_alone(tmp_path, make_config, names)
       for name in names:
         assert mine[name] == pytest.approx(row_alone[name], rel=1e-3, abs=1e-4), name
     for mine, theirs in zip(
-      jax.tree.leaves(jax.tree.map(lambda x, s=seed: x[s], together.state.ppo.params)),
-      jax.tree.leaves(alone.state.ppo.params),
+      jax.tree.leaves(jax.tree.map(lambda x, s=seed: x[s], together.state.agent.params)),
+      jax.tree.leaves(alone.state.agent.params),
       strict=True,
     ):
       np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-5)

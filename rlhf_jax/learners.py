@@ -1,0 +1,167 @@
+"""The learners the loop can string: PPO (on-policy) and SAC (off-policy, replay buffer).
+
+`make_learner(config, env, shard)` reads `config.learner` and returns a `Learner`, the few
+functions `loop.py` needs, whatever the algorithm:
+
+  init(key) -> agent                         the learner's whole state, a pytree
+  act(agent, obs, key) -> (action, raw_action, log_prob)
+  update(agent, transitions [U, T, N], key) -> (agent, metrics)
+                                             transitions carry the reward to learn from
+  brax_params(agent) -> tuple                the parameters Brax's inference function takes
+  make_inference_fn                          Brax's, for `evaluation.evaluate`
+
+and the rollout shape of one iteration: `num_unrolls` unrolls of `unroll_length` steps of
+`num_envs` envs.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+from brax.training.acme import running_statistics
+from brax.training.agents.ppo import networks as brax_ppo_networks
+from brax.training.agents.sac import networks as brax_sac_networks
+
+from rlhf_jax import config as config_lib
+from rlhf_jax import ppo, sac
+from rlhf_jax.types import Transition
+
+LEARNERS = config_lib.LEARNERS
+
+
+class Learner(NamedTuple):
+  networks: Any
+  init: Callable
+  act: Callable
+  update: Callable
+  brax_params: Callable
+  make_inference_fn: Callable
+  num_envs: int
+  num_unrolls: int
+  unroll_length: int
+
+
+def make_learner(config, env, shard=lambda tree, axis: tree) -> Learner:
+  if config.learner == "ppo":
+    return _ppo(config, env, shard)
+  if config.learner == "sac":
+    return _sac(config, env)
+  raise ValueError(f"config.learner={config.learner!r} is unknown; choose one of {LEARNERS}.")
+
+
+def _ppo(config, env, shard) -> Learner:
+  ppo_config = config.ppo
+  networks = ppo.make_networks(env.observation_size, env.action_size, ppo_config)
+  optimizer = ppo.make_optimizer(ppo_config)
+  update_fn = ppo.make_update_fn(networks, optimizer, ppo_config, shard)
+
+  def as_ppo_batch(x):  # [U, T, N, ...] -> [T, U * N, ...]: sequences of T steps
+    return jnp.swapaxes(x, 0, 1).reshape((x.shape[1], -1) + x.shape[3:])
+
+  return Learner(
+    networks=networks,
+    init=lambda key: ppo.init_state(key, networks, optimizer, env.observation_size),
+    act=lambda agent, obs, key: ppo.sample_actions(
+      networks, agent.normalizer, agent.params.policy, obs, key
+    ),
+    update=lambda agent, transitions, key: update_fn(
+      agent, jax.tree.map(as_ppo_batch, transitions), key
+    ),
+    brax_params=lambda agent: (agent.normalizer, agent.params.policy, agent.params.value),
+    make_inference_fn=brax_ppo_networks.make_inference_fn,
+    num_envs=ppo_config.num_envs,
+    num_unrolls=config_lib.num_unrolls_per_iteration(config),
+    unroll_length=ppo_config.unroll_length,
+  )
+
+
+@flax.struct.dataclass
+class SACAgent:
+  state: sac.SACState
+  replay: sac.ReplayBuffer
+  gradient_steps: jax.Array  # int32 []
+
+
+def _sac(config, env) -> Learner:
+  sac_config = config.sac
+  networks = sac.make_networks(env.observation_size, env.action_size, sac_config)
+  optimizers = sac.make_optimizers(sac_config)
+  update_fn = sac.make_update_fn(networks, optimizers, sac_config, env.action_size)
+  steps_per_update = sac_config.grad_updates_per_step * sac_config.unroll_length
+
+  def init(key) -> SACAgent:
+    obs = jnp.zeros((env.observation_size,), jnp.float32)
+    action = jnp.zeros((env.action_size,), jnp.float32)
+    scalar = jnp.zeros((), jnp.float32)
+    example = Transition(
+      obs=obs,
+      action=action,
+      raw_action=action,
+      log_prob=scalar,
+      reward=scalar,
+      true_reward=scalar,
+      discount=scalar,
+      truncation=scalar,
+      next_obs=obs,
+      episode_return=scalar,
+      qpos=scalar[None],  # only segments are rendered: a placeholder (orbax saves no size 0)
+    )
+    state = sac.init_state(key, networks, optimizers, env.observation_size)
+    replay = sac.init_buffer(example, sac_config.max_replay_size)
+    return SACAgent(state, replay, jnp.zeros((), jnp.int32))
+
+  def update(agent: SACAgent, transitions: Transition, key):
+    """Stores the iteration's steps; once the buffer holds `min_replay_size`, takes
+    `grad_updates_per_step` gradient steps per env step of each env (Brax's ratio)."""
+    transitions = transitions._replace(qpos=jnp.zeros(transitions.discount.shape + (1,)))
+    state = agent.state
+    if sac_config.normalize_observations:
+      state = state.replace(normalizer=running_statistics.update(state.normalizer, transitions.obs))
+    replay = sac.add(agent.replay, transitions)
+    key_sample, key_update = jax.random.split(key)
+
+    def train(state):
+      batch = sac.sample(replay, key_sample, (steps_per_update, sac_config.batch_size))
+      return update_fn(state, batch, key_update)
+
+    def wait(state):
+      _, shapes = jax.eval_shape(train, state)
+      return state, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+    ready = replay.size >= sac_config.min_replay_size
+    state, metrics = jax.lax.cond(ready, train, wait, state)
+    steps = agent.gradient_steps + jnp.where(ready, steps_per_update, 0)
+    metrics = dict(metrics, replay_size=replay.size.astype(jnp.float32))
+    return SACAgent(state, replay, steps), metrics
+
+  return Learner(
+    networks=networks,
+    init=init,
+    act=lambda agent, obs, key: sac.sample_actions(
+      networks, agent.state.normalizer, agent.state.params.policy, obs, key
+    ),
+    update=update,
+    brax_params=lambda agent: (agent.state.normalizer, agent.state.params.policy),
+    make_inference_fn=brax_sac_networks.make_inference_fn,
+    num_envs=sac_config.num_envs,
+    num_unrolls=1,
+    unroll_length=sac_config.unroll_length,
+  )
+
+
+def learned_parts(agent) -> dict:
+  """The learned quantities of a learner's state, by name (what the NaN guard watches)."""
+  if isinstance(agent, SACAgent):
+    return {
+      "policy params": agent.state.params.policy,
+      "q params": agent.state.params.q,
+      "temperature": agent.state.params.log_alpha,
+      "observation normalizer": agent.state.normalizer,
+    }
+  return {
+    "policy params": agent.params.policy,
+    "value params": agent.params.value,
+    "observation normalizer": agent.normalizer,
+  }
