@@ -84,6 +84,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.sac.max_replay_size = 1_000_000  # the buffer's capacity, in transitions
   config.sac.hidden_sizes = (256, 256)
   config.sac.normalize_observations = True
+  # Learning from labels: after every reward-model update, rewrite every stored
+  # transition's reward with the new model (PEBBLE, Lee et al. 2021); False keeps the
+  # reward each transition was stored with.
+  config.sac.relabel = True
 
   # Where the reward that PPO optimizes comes from; the true reward is always recorded.
   config.reward = ml_collections.ConfigDict()

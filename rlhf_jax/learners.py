@@ -7,6 +7,9 @@ functions `loop.py` needs, whatever the algorithm:
   act(agent, obs, key) -> (action, raw_action, log_prob)
   update(agent, transitions [U, T, N], key) -> (agent, metrics)
                                              transitions carry the reward to learn from
+  relabel(agent, reward_fn) -> agent         SAC: every stored transition's reward becomes
+                                             reward_fn(obs, action, next_obs) (PEBBLE);
+                                             None for PPO, which keeps no old steps
   brax_params(agent) -> tuple                the parameters Brax's inference function takes
   make_inference_fn                          Brax's, for `evaluation.evaluate`
 
@@ -29,6 +32,7 @@ from rlhf_jax import ppo, sac
 from rlhf_jax.types import Transition
 
 LEARNERS = config_lib.LEARNERS
+RELABEL_BATCH = 16_384  # replay rows the reward model takes at once when relabeling
 
 
 class Learner(NamedTuple):
@@ -36,6 +40,7 @@ class Learner(NamedTuple):
   init: Callable
   act: Callable
   update: Callable
+  relabel: Callable | None
   brax_params: Callable
   make_inference_fn: Callable
   num_envs: int
@@ -69,6 +74,7 @@ def _ppo(config, env, shard) -> Learner:
     update=lambda agent, transitions, key: update_fn(
       agent, jax.tree.map(as_ppo_batch, transitions), key
     ),
+    relabel=None,
     brax_params=lambda agent: (agent.normalizer, agent.params.policy, agent.params.value),
     make_inference_fn=brax_ppo_networks.make_inference_fn,
     num_envs=ppo_config.num_envs,
@@ -136,6 +142,13 @@ def _sac(config, env) -> Learner:
     metrics = dict(metrics, replay_size=replay.size.astype(jnp.float32))
     return SACAgent(state, replay, steps), metrics
 
+  def relabel(agent: SACAgent, reward_fn) -> SACAgent:
+    data = agent.replay.data
+    rows = (data.obs, data.action, data.next_obs)
+    reward = jax.lax.map(lambda row: reward_fn(*row), rows, batch_size=RELABEL_BATCH)
+    replay = agent.replay._replace(data=data._replace(reward=reward))
+    return agent.replace(replay=replay)
+
   return Learner(
     networks=networks,
     init=init,
@@ -143,6 +156,7 @@ def _sac(config, env) -> Learner:
       networks, agent.state.normalizer, agent.state.params.policy, obs, key
     ),
     update=update,
+    relabel=relabel,
     brax_params=lambda agent: (agent.state.normalizer, agent.state.params.policy),
     make_inference_fn=brax_sac_networks.make_inference_fn,
     num_envs=sac_config.num_envs,

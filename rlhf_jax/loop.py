@@ -19,6 +19,7 @@ segments the initial labels are about (one iteration's worth of env steps, count
 `Trainer.initial_env_steps`). Only the metrics of a chunk reach the host.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -110,6 +111,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   learner = learners.make_learner(config, env, shard)
   steps_per_iteration = config_lib.env_steps_per_iteration(config)
   learned = config.reward.source == "learned"
+  relabel = learned and learner.relabel is not None and config.sac.relabel
   prefs = None
   if learned:
     control_dt = envs.control_dt(env, config.env.action_repeat)
@@ -146,7 +148,16 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
       stream = jax.tree.map(as_stream, transitions)
       preferences, reward, metrics = prefs.step(preferences, key_prefs, stream, state.iteration)
       transitions = transitions._replace(reward=reward.reshape(transitions.reward.shape))
-    agent, agent_metrics = learner.update(state.agent, transitions, key_update)
+    agent = state.agent
+    if relabel:  # PEBBLE: the stored steps' rewards follow each reward-model update
+      reward_fn = functools.partial(prefs.reward_of, preferences)
+      if "rm_updates" in metrics:  # the model updates on a schedule: relabel after those
+        agent = jax.lax.cond(
+          metrics["rm_updates"] > 0, lambda a: learner.relabel(a, reward_fn), lambda a: a, agent
+        )
+      else:
+        agent = learner.relabel(agent, reward_fn)
+    agent, agent_metrics = learner.update(agent, transitions, key_update)
 
     metrics.update(
       agent_metrics,

@@ -264,6 +264,14 @@ class Preferences:
     state = state.replace(reward_model=rm_state, learned_return=learned_return)
     return state, reward, jnp.sum(ended_sums)
 
+  def reward_of(self, state: PreferenceState, obs, action, next_obs) -> jax.Array:
+    """The normalized ensemble reward of steps of any batch shape, under the normalizer
+    as it stands (which they leave alone): what relabeling a replay buffer writes."""
+    rm = state.reward_model
+    return self.model.normalize(
+      rm, self.model.step_rewards(rm.params, rm.inputs, obs, action, next_obs)
+    )
+
   def reward_correlation(self, state: PreferenceState, key) -> jax.Array:
     """How well the learned return of 256 stored segments tracks their true return."""
     size = jnp.maximum(state.segments.size, 1)

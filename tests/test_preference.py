@@ -190,3 +190,34 @@ def test_an_update_interval_longer_than_a_chunk_is_refused():
   config.reward.members = "threads"
   with pytest.raises(ValueError, match="reward.members"):
     config_lib.validate(config)
+
+
+@pytest.mark.parametrize("relabel", [True, False])
+def test_relabeling_gives_every_stored_transition_the_new_models_reward(tmp_path, relabel):
+  """PEBBLE: after a chunk of SAC from labels (the ensemble updated every iteration), every
+  replay row's reward is the final ensemble's, written out in NumPy; without relabeling,
+  the rows stored before the last update keep older rewards."""
+  from rlhf_jax import loop  # noqa: PLC0415
+  from tests.test_loop import tiny_sac_pref_config  # noqa: PLC0415
+
+  config = tiny_sac_pref_config()
+  config.sac.relabel = relabel
+  trainer = loop.make_trainer(config)
+  state, _ = trainer.chunk(trainer.init(jax.random.PRNGKey(0)))
+  replay, rm = state.agent.replay, state.preferences.reward_model
+  stored = int(replay.size)
+  features = np.concatenate([replay.data.obs, replay.data.action], axis=-1)[:stored]
+  raw = np.stack(
+    [
+      numpy_member_reward(jax.tree.map(lambda x, m=m: x[m], rm.params), features)
+      for m in range(config.reward.ensemble_size)
+    ]
+  )
+  mean, var = np.asarray(rm.reward_mean)[:, None], np.asarray(rm.reward_var)[:, None]
+  centered = raw - mean if config.reward.normalize_mean else raw
+  expected = np.mean(centered / np.sqrt(var + 1e-8), axis=0)
+  got = np.asarray(replay.data.reward)[:stored]
+  if relabel:
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+  else:  # only the newest iteration's rows have the final model's reward
+    assert not np.allclose(got, expected, atol=1e-3)
