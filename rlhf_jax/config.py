@@ -88,6 +88,13 @@ def default_config() -> ml_collections.ConfigDict:
   # transition's reward with the new model (PEBBLE, Lee et al. 2021); False keeps the
   # reward each transition was stored with.
   config.sac.relabel = True
+  # PEBBLE's unsupervised pre-training: for this many env steps from the start the critics
+  # learn an intrinsic reward, each sampled state's distance to its entropy_k-th nearest
+  # neighbour among entropy_reference states drawn from the buffer (a particle estimate of
+  # state entropy); then they restart on the task's reward. 0: off.
+  config.sac.unsupervised_env_steps = 0
+  config.sac.entropy_k = 5
+  config.sac.entropy_reference = 4096
 
   # Where the reward that PPO optimizes comes from; the true reward is always recorded.
   config.reward = ml_collections.ConfigDict()
@@ -310,6 +317,7 @@ def validate(config, device_count: int | None = None) -> None:
 
 def _validate_sac(config) -> None:
   keys = ("num_envs", "unroll_length", "grad_updates_per_step", "batch_size", "max_replay_size")
+  keys += ("entropy_k", "entropy_reference")
   _require_positive(config, [f"sac.{key}" for key in keys])
   sac = config.sac
   for key in ("learning_rate", "alpha_learning_rate", "tau", "reward_scaling"):
@@ -333,6 +341,9 @@ def _validate_sac(config) -> None:
   sizes = tuple(sac.hidden_sizes)
   if not sizes or any(not isinstance(s, int) or s <= 0 for s in sizes):
     raise ValueError(f"config.sac.hidden_sizes must be positive integers, got {sizes!r}.")
+  steps = sac.unsupervised_env_steps
+  if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    raise ValueError(f"config.sac.unsupervised_env_steps must be an integer >= 0, got {steps!r}.")
 
 
 def _validate_preferences(config) -> None:

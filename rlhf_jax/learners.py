@@ -17,6 +17,7 @@ and the rollout shape of one iteration: `num_unrolls` unrolls of `unroll_length`
 `num_envs` envs.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -88,6 +89,7 @@ class SACAgent:
   state: sac.SACState
   replay: sac.ReplayBuffer
   gradient_steps: jax.Array  # int32 []
+  env_steps: jax.Array  # int32 []: stored so far (unsupervised pre-training counts them)
 
 
 def _sac(config, env) -> Learner:
@@ -116,20 +118,37 @@ def _sac(config, env) -> Learner:
     )
     state = sac.init_state(key, networks, optimizers, env.observation_size)
     replay = sac.init_buffer(example, sac_config.max_replay_size)
-    return SACAgent(state, replay, jnp.zeros((), jnp.int32))
+    zero = jnp.zeros((), jnp.int32)
+    return SACAgent(state, replay, zero, zero)
 
   def update(agent: SACAgent, transitions: Transition, key):
     """Stores the iteration's steps; once the buffer holds `min_replay_size`, takes
-    `grad_updates_per_step` gradient steps per env step of each env (Brax's ratio)."""
+    `grad_updates_per_step` gradient steps per env step of each env (Brax's ratio).
+    During the first `unsupervised_env_steps` the critics learn the state-entropy reward
+    instead; when they end, the critics start afresh (PEBBLE), the actor goes on."""
     transitions = transitions._replace(qpos=jnp.zeros(transitions.discount.shape + (1,)))
     state = agent.state
     if sac_config.normalize_observations:
       state = state.replace(normalizer=running_statistics.update(state.normalizer, transitions.obs))
     replay = sac.add(agent.replay, transitions)
-    key_sample, key_update = jax.random.split(key)
+    env_steps = agent.env_steps + transitions.discount.size * config.env.action_repeat
+    key_sample, key_update, key_reference, key_reset = jax.random.split(key, 4)
+    unsupervised = sac_config.unsupervised_env_steps
+    if unsupervised:  # the critics' fresh start, in the iteration that ends pre-training
+      ends = (agent.env_steps < unsupervised) & (env_steps >= unsupervised)
+      state = jax.lax.cond(ends, functools.partial(fresh_critics, key_reset), lambda s: s, state)
 
     def train(state):
       batch = sac.sample(replay, key_sample, (steps_per_update, sac_config.batch_size))
+      if unsupervised:
+        reference = sac.sample(replay, key_reference, (sac_config.entropy_reference,)).obs
+        intrinsic = jax.vmap(
+          lambda obs: sac.state_entropy_reward(
+            obs, jnp.concatenate([obs, reference]), sac_config.entropy_k
+          )
+        )(batch.obs)
+        exploring = agent.env_steps < unsupervised
+        batch = batch._replace(reward=jnp.where(exploring, intrinsic, batch.reward))
       return update_fn(state, batch, key_update)
 
     def wait(state):
@@ -140,7 +159,12 @@ def _sac(config, env) -> Learner:
     state, metrics = jax.lax.cond(ready, train, wait, state)
     steps = agent.gradient_steps + jnp.where(ready, steps_per_update, 0)
     metrics = dict(metrics, replay_size=replay.size.astype(jnp.float32))
-    return SACAgent(state, replay, steps), metrics
+    return SACAgent(state, replay, steps, env_steps), metrics
+
+  def fresh_critics(key, state: sac.SACState) -> sac.SACState:
+    q = networks.q_network.init(key)
+    params = state.params._replace(q=q, target_q=q)
+    return state.replace(params=params, q_optimizer_state=optimizers.q.init(q))
 
   def relabel(agent: SACAgent, reward_fn) -> SACAgent:
     data = agent.replay.data

@@ -133,6 +133,30 @@ def sample(buffer: ReplayBuffer, key, shape: tuple[int, ...]) -> Transition:
   return jax.tree.map(lambda x: x[index], buffer.data)
 
 
+# -- unsupervised pre-training (PEBBLE) ---------------------------------------------------
+
+
+def knn_distance(x, reference, k: int):
+  """Euclidean distance from each row of `x` [B, D] to its k-th nearest row of `reference`
+  [R, D] (a row of `x` that is also in `reference` is its own nearest, at 0)."""
+  squared = (
+    jnp.sum(jnp.square(x), axis=-1)[:, None]
+    + jnp.sum(jnp.square(reference), axis=-1)[None, :]
+    - 2.0 * x @ reference.T
+  )
+  nearest = -jax.lax.top_k(-squared, k)[0]  # [B, k], ascending
+  return jnp.sqrt(jnp.maximum(nearest[:, -1], 0.0))
+
+
+def state_entropy_reward(obs, reference, k: int):
+  """PEBBLE's intrinsic reward: the particle estimate of state entropy, each state's
+  distance to its k-th nearest neighbour among `reference` (which holds `obs` itself, as
+  B-Pref's whole buffer does: so the (k+1)-th, skipping the state), in units of the
+  batch's standard deviation (B-Pref: of a running one). The paper writes log(c + d)."""
+  distance = knn_distance(obs, reference, k + 1)
+  return distance / (jnp.std(distance) + 1e-8)
+
+
 # -- the losses -----------------------------------------------------------------------------
 
 

@@ -51,7 +51,7 @@ def _config(**overrides):
       r"config.sac.min_replay_size \(10000000\) must be in \[0, config.sac.max_replay_size",
     ),
     (
-      {"learner": "sac", "sac__max_replay_size": 100},
+      {"learner": "sac", "sac__max_replay_size": 100, "sac__min_replay_size": 0},
       r"config.sac.max_replay_size \(100\) must hold one iteration's 128 transitions",
     ),
     ({"learner": "sac", "sac__num_envs": 0}, r"config.sac.num_envs must be a positive"),

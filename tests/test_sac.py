@@ -168,3 +168,34 @@ def test_buffer_wraps_around_and_samples_only_stored_rows():
   partial = sac.add(sac.init_buffer(example, capacity=100), rows(0, 3))
   drawn = sac.sample(partial, jax.random.PRNGKey(4), (1000,))
   assert set(np.unique(drawn.reward).tolist()) == {0.0, 1.0, 2.0}
+
+
+def test_knn_distance_equals_a_numpy_brute_force():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(7, 4)).astype(np.float32)
+  reference = rng.normal(size=(50, 4)).astype(np.float32)
+  for k in (1, 3, 6):
+    expected = [sorted(np.linalg.norm(reference - row, axis=1))[k - 1] for row in x]
+    got = sac.knn_distance(jnp.asarray(x), jnp.asarray(reference), k)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_state_entropy_reward_skips_the_state_itself_and_is_in_std_units():
+  # Points on a line at 0, 1, 3, 7: with themselves as reference and k = 1 each one's
+  # nearest other point is at 1, 1, 2, 4.
+  obs = jnp.array([[0.0], [1.0], [3.0], [7.0]])
+  reward = sac.state_entropy_reward(obs, obs, k=1)
+  distance = np.array([1.0, 1.0, 2.0, 4.0])
+  np.testing.assert_allclose(reward, distance / distance.std(), rtol=1e-4)
+
+
+def test_unsupervised_pretraining_runs_then_hands_over_to_the_task_reward(tmp_path):
+  from rlhf_jax import train  # noqa: PLC0415
+  from tests.test_loop import tiny_sac_pref_config  # noqa: PLC0415
+
+  config = tiny_sac_pref_config()
+  config.sac.unsupervised_env_steps = 80  # the first two of six iterations
+  config.sac.entropy_reference = 32
+  result = train.train(config, str(tmp_path / "run"))
+  assert int(result.state.agent.env_steps) == 240
+  assert all(np.isfinite(r["critic_loss"]) for r in result.records)  # a NaN stops a run
