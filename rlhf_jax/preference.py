@@ -100,16 +100,29 @@ class Preferences:
     self.teacher = None if self.human else teachers.from_config(config)
     q = config.queries
     self.num_initial_labels = queries.initial_labels(q.total_labels, q.initial_fraction)
-    # Labels asked in each iteration after the initial ones, int [num_iterations].
     steps_per_iteration = config_lib.env_steps_per_iteration(config)
     num_iterations = config_lib.num_iterations(config)
-    self.label_schedule = queries.label_schedule(
-      q.total_labels,
-      q.initial_fraction,
-      q.schedule,
-      q.schedule_timescale,
-      steps_per_iteration,
-      num_iterations,
+    # PEBBLE asks no label while SAC pre-trains without a reward: the initial labels come
+    # in the iteration that ends pre-training (about the explorer's segments), not in
+    # `init`, and the schedule of the rest starts there. None: in `init`.
+    self.initial_iteration = None
+    unsupervised = config.sac.unsupervised_env_steps if config.learner == "sac" else 0
+    if unsupervised:
+      self.initial_iteration = min(-(-unsupervised // steps_per_iteration) - 1, num_iterations - 1)
+    first = 0 if self.initial_iteration is None else self.initial_iteration
+    # Labels asked in each iteration after the initial ones, int [num_iterations].
+    self.label_schedule = np.concatenate(
+      [
+        np.zeros(first, np.int32),
+        queries.label_schedule(
+          q.total_labels,
+          q.initial_fraction,
+          q.schedule,
+          q.schedule_timescale,
+          steps_per_iteration,
+          num_iterations - first,
+        ),
+      ]
     )
     self.max_queries = 0 if self.human else int(self.label_schedule.max())
     # None: the ensemble updates every iteration. Else the iterations that cross a
@@ -150,11 +163,17 @@ class Preferences:
     state = self.empty(key_model, jax.tree.map(lambda x: x[0], segments.steps_of(stream)))
     state = state.replace(recent_return=recent_episode_return(state.recent_return, stream))
     state = self.store_segments(state, key_cut, stream)
-    if not self.human:
-      num = self.num_initial_labels
-      state, _ = self.ask(state, key_ask, num, num, self.query_method(0))
     state = self.observe_inputs(state, stream)
-    if self.config.reward.initial_train_steps and not self.human:
+    if not self.human and self.initial_iteration is None:
+      state = self.ask_initial(state, key_ask, key_fit)
+    return state
+
+  def ask_initial(self, state: PreferenceState, key_ask, key_fit) -> PreferenceState:
+    """The initial labels, about uniform pairs (an untrained ensemble's disagreement
+    means nothing), and `reward.initial_train_steps` of fitting to them."""
+    num = self.num_initial_labels
+    state, _ = self.ask(state, key_ask, num, num, self.query_method(0))
+    if self.config.reward.initial_train_steps:
       state, _ = self.fit(state, key_fit, self.config.reward.initial_train_steps)
     return state
 
@@ -166,6 +185,14 @@ class Preferences:
     key_cut, key_ask, key_fit, key_reward = jax.random.split(key, 4)
     state = self.store_segments(state, key_cut, stream)
     state = state.replace(recent_return=recent_episode_return(state.recent_return, stream))
+    if self.initial_iteration is not None and not self.human:
+      keys = jax.random.split(jax.random.fold_in(key, 1), 2)
+      state = jax.lax.cond(
+        iteration == self.initial_iteration,
+        lambda s: self.ask_initial(s, *keys),
+        lambda s: s,
+        state,
+      )
     metrics = {}
     if self.max_queries:  # scoring candidates costs: only in iterations with labels due
       schedule = jnp.asarray(self.label_schedule)

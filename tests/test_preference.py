@@ -221,3 +221,27 @@ def test_relabeling_gives_every_stored_transition_the_new_models_reward(tmp_path
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
   else:  # only the newest iteration's rows have the final model's reward
     assert not np.allclose(got, expected, atol=1e-3)
+
+
+def test_pebble_asks_no_label_before_pretraining_ends_and_all_of_them_after():
+  config = small_config()
+  config.learner = "sac"
+  config.sac.num_envs = ENVS
+  config.sac.unroll_length = STEPS  # 48 env steps an iteration, 10 iterations
+  config.sac.unsupervised_env_steps = 100  # ends in iteration 2 (at 144 steps)
+  prefs = preference.Preferences(config, OBS, ACT, control_dt=0.05)
+  assert prefs.initial_iteration == 2
+  assert list(prefs.label_schedule[:2]) == [0, 0]
+  initial = prefs.num_initial_labels
+  assert initial + prefs.label_schedule.sum() == config.queries.total_labels
+  state = prefs.init(jax.random.PRNGKey(0), random_stream(jax.random.PRNGKey(1)))
+  assert int(state.labels_used) == 0
+  step = jax.jit(prefs.step)
+  used = []
+  for i in range(10):
+    stream = random_stream(jax.random.PRNGKey(20 + i))
+    state, _, metrics = step(state, jax.random.PRNGKey(i), stream, i)
+    used.append(int(metrics["labels_used"]))
+  assert used[:2] == [0, 0]
+  assert used[2] == initial + prefs.label_schedule[2]
+  assert used[-1] == config.queries.total_labels

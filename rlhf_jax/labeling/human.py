@@ -55,7 +55,10 @@ class HumanTeacher:
     # Labels due after i iterations: the initial ones, then the schedule's.
     self.prefs = trainer.preferences
     schedule = np.concatenate([[0], np.cumsum(self.prefs.label_schedule)])
-    self.due_after = self.prefs.num_initial_labels + schedule
+    initial = np.full(len(schedule), self.prefs.num_initial_labels)
+    if self.prefs.initial_iteration is not None:  # after pre-training (PEBBLE)
+      initial[: self.prefs.initial_iteration + 1] = 0
+    self.due_after = initial + schedule
     self.key = jax.random.PRNGKey(config.seed)
     self.workdir = workdir
     self.stop_requested = lambda: False  # while True, waiting for labels ends early
