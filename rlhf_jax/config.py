@@ -118,7 +118,13 @@ def default_config() -> ml_collections.ConfigDict:
   # backend), "vmap" batched (what accelerators want), "auto" loop on CPU, else vmap.
   config.reward.members = "auto"
   config.reward.initial_train_steps = 500  # on the initial labels, before PPO starts
-  config.reward.normalizer_decay = 0.9  # of the running mean/std of each member's reward
+  # Decay per iteration of the running mean/std of each member's reward, which scale the
+  # learned reward. 0.9 follows the latest rollouts: once a policy converges their rewards
+  # vary little, the normalized reward grows (inverted_double_pendulum, 700 labels:
+  # reward_per_step 5 -> 60) and a solved task can collapse (9,360 -> 2,790); 0.999 held
+  # 9,360 there, but keeps the random policy's scale too long for inverted_pendulum's 100
+  # labels (return 84 at 2M steps, against 470-570). See configs/*_pref.py for each task's.
+  config.reward.normalizer_decay = 0.9
   # Subtract each member's mean reward (the paper's choice, for tasks without early
   # termination); False keeps the offset that labels of unequal-length segments teach.
   config.reward.normalize_mean = True
