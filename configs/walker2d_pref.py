@@ -6,7 +6,8 @@ configs/walker2d.py with one change: PPO optimizes the reward model learned from
 labels instead of the true reward. As in configs/hopper_pref.py, falling ends an episode,
 so the learned reward keeps the offset the labels teach (not centered), its scale follows
 a slow running std (normalizer_decay 0.999, measured on hopper and
-inverted_double_pendulum, not yet here), and segments are 60 steps. Measured results: the README's paper table (experiments/label_efficiency.py).
+inverted_double_pendulum, not yet here), and segments are 60 steps. Measured results:
+the README's paper table (experiments/label_efficiency.py).
 """
 
 import os
