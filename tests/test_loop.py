@@ -247,13 +247,13 @@ def test_true_reward_runs_the_same_config_without_the_preference_loop():
 
 
 @pytest.mark.slow  # about 100 s on 2 cores; the default run stays under CI's 15 minutes
-def test_inverted_pendulum_learns_from_100_labels(tmp_path):
+def test_inverted_pendulum_learns_from_200_labels(tmp_path):
   """configs/inverted_pendulum_pref.py: the learned reward alone lifts the true return
-  from about 25 (random policy) past a clear 300 within 2M env steps (about 470 seen)."""
+  from about 25 (random policy) past a clear 300 within 2M env steps (556-605 seen)."""
   config = config_lib.load(os.path.join(REPO, "configs/inverted_pendulum_pref.py"))
   records = train.train(config, str(tmp_path / "ip_pref")).records
   returns = [r["true_return"] for r in records if r["true_return"] is not None]
-  assert records[-1]["labels_used"] <= 100
+  assert records[-1]["labels_used"] <= 200
   assert returns[0] < 100
   assert max(returns[-2:]) > 300, returns
 
