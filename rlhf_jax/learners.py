@@ -29,7 +29,7 @@ from brax.training.agents.ppo import networks as brax_ppo_networks
 from brax.training.agents.sac import networks as brax_sac_networks
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import ppo, sac
+from rlhf_jax import policy, ppo, sac
 from rlhf_jax.types import Transition
 
 LEARNERS = config_lib.LEARNERS
@@ -69,7 +69,7 @@ def _ppo(config, env, shard) -> Learner:
   return Learner(
     networks=networks,
     init=lambda key: ppo.init_state(key, networks, optimizer, env.observation_size),
-    act=lambda agent, obs, key: ppo.sample_actions(
+    act=lambda agent, obs, key: policy.sample_actions(
       networks, agent.normalizer, agent.params.policy, obs, key
     ),
     update=lambda agent, transitions, key: update_fn(
@@ -176,7 +176,7 @@ def _sac(config, env) -> Learner:
   return Learner(
     networks=networks,
     init=init,
-    act=lambda agent, obs, key: sac.sample_actions(
+    act=lambda agent, obs, key: policy.sample_actions(
       networks, agent.state.normalizer, agent.state.params.policy, obs, key
     ),
     update=update,

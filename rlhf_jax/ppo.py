@@ -20,6 +20,7 @@ from brax.training.agents.ppo import losses as brax_ppo_losses
 from brax.training.agents.ppo import networks as brax_ppo_networks
 from flax import linen
 
+from rlhf_jax import policy
 from rlhf_jax.types import Transition
 
 # GAE over time-major [T, B] arrays. Returns the λ-returns (value targets) and, as the
@@ -41,15 +42,10 @@ class PPOState:
 
 def make_networks(observation_size: int, action_size: int, ppo_config):
   """Brax's PPO networks: a tanh-normal policy MLP and a value MLP (swish)."""
-  preprocess = (
-    running_statistics.normalize
-    if ppo_config.normalize_observations
-    else lambda obs, unused_normalizer: obs
-  )
   return brax_ppo_networks.make_ppo_networks(
     observation_size,
     action_size,
-    preprocess_observations_fn=preprocess,
+    preprocess_observations_fn=policy.observation_preprocessor(ppo_config.normalize_observations),
     policy_hidden_layer_sizes=tuple(ppo_config.policy_hidden_sizes),
     value_hidden_layer_sizes=tuple(ppo_config.value_hidden_sizes),
     activation=linen.swish,
@@ -71,14 +67,6 @@ def init_state(key, networks, optimizer, observation_size: int) -> PPOState:
   )
   normalizer = running_statistics.init_state(jax.ShapeDtypeStruct((observation_size,), jnp.float32))
   return PPOState(params, optimizer.init(params), normalizer)
-
-
-def sample_actions(networks, normalizer, policy_params, obs, key):
-  """Samples from the policy. Returns (action, raw_action, log_prob), batch-shaped."""
-  dist = networks.parametric_action_distribution
-  logits = networks.policy_network.apply(normalizer, policy_params, obs)
-  raw_action = dist.sample_no_postprocessing(logits, key)
-  return dist.postprocess(raw_action), raw_action, dist.log_prob(logits, raw_action)
 
 
 def clipped_surrogate_loss(ratio, advantages, clipping_epsilon):

@@ -27,6 +27,7 @@ from brax.training.acme import running_statistics
 from brax.training.agents.sac import networks as brax_sac_networks
 from flax import linen
 
+from rlhf_jax import policy
 from rlhf_jax.segments import ring_write
 from rlhf_jax.types import Transition
 
@@ -57,15 +58,10 @@ class ReplayBuffer(NamedTuple):
 
 def make_networks(observation_size: int, action_size: int, sac_config):
   """Brax's SAC networks: tanh-normal policy and twin Q, ReLU MLPs of `hidden_sizes`."""
-  preprocess = (
-    running_statistics.normalize
-    if sac_config.normalize_observations
-    else lambda obs, unused_normalizer: obs
-  )
   return brax_sac_networks.make_sac_networks(
     observation_size,
     action_size,
-    preprocess_observations_fn=preprocess,
+    preprocess_observations_fn=policy.observation_preprocessor(sac_config.normalize_observations),
     hidden_layer_sizes=tuple(sac_config.hidden_sizes),
     activation=linen.relu,
   )
@@ -99,14 +95,6 @@ def init_state(key, networks, optimizers: Optimizers, observation_size: int) -> 
     alpha_optimizer_state=optimizers.alpha.init(log_alpha),
     normalizer=normalizer,
   )
-
-
-def sample_actions(networks, normalizer, policy_params, obs, key):
-  """Samples from the policy. Returns (action, raw_action, log_prob), batch-shaped."""
-  dist = networks.parametric_action_distribution
-  logits = networks.policy_network.apply(normalizer, policy_params, obs)
-  raw_action = dist.sample_no_postprocessing(logits, key)
-  return dist.postprocess(raw_action), raw_action, dist.log_prob(logits, raw_action)
 
 
 # -- the replay buffer ----------------------------------------------------------------------
