@@ -192,8 +192,7 @@ def run_ours(config, seed: int, workdir: str):
   learner = result.trainer.learner
   params = learner.brax_params(result.state.agent)
   initial_params = learner.brax_params(result.trainer.init(jax.random.PRNGKey(seed)).agent)
-  sps = [r["steps_per_second"] for r in result.records]
-  return params, initial_params, sps, wall, learner.networks
+  return params, initial_params, result.records, wall, learner.networks
 
 
 def evaluate(config, networks, params, seed: int) -> float:
@@ -214,7 +213,7 @@ def compare_env(
   rows = []
   for seed in seeds:
     with tempfile.TemporaryDirectory() as workdir:
-      ours, initial, our_sps, our_wall, networks = run_ours(config, seed, workdir)
+      ours, initial, records, our_wall, networks = run_ours(config, seed, workdir)
     brax_params, brax_sps, brax_wall = run_brax(theirs, seed)
     row = {
       "env": name,
@@ -224,7 +223,7 @@ def compare_env(
       "initial_return": evaluate(config, networks, initial, seed),
       "ours_return": evaluate(config, networks, ours, seed),
       "brax_return": evaluate(theirs, brax_networks, brax_params, seed),
-      "ours_steps_per_second": statistics.median(our_sps),
+      "ours_steps_per_second": statistics.median(r["steps_per_second"] for r in records),
       "brax_steps_per_second": statistics.median(steady_rates(brax_sps)),
       "ours_wall_seconds": our_wall,
       "brax_wall_seconds": brax_wall,
