@@ -35,7 +35,7 @@ from brax.training.agents.sac import train as brax_sac_train  # noqa: E402
 from flax import linen  # noqa: E402
 
 from rlhf_jax import config as config_lib  # noqa: E402
-from rlhf_jax import evaluation, policy  # noqa: E402
+from rlhf_jax import evaluation  # noqa: E402
 
 REPO = side_by_side.REPO
 BRAX_TEMPERATURE_LEARNING_RATE = 3e-4  # fixed inside brax.training.agents.sac.train
@@ -123,11 +123,11 @@ def compare_env(name: str, seeds: list[int], total_env_steps: int | None, log) -
     with tempfile.TemporaryDirectory() as workdir:
       ours, initial, records, our_wall, networks = side_by_side.run_ours(config, seed, workdir)
     brax_params, brax_sps, brax_wall = run_brax(config, seed)
-    score = lambda params: evaluation.evaluate(  # noqa: E731
+    score = functools.partial(
+      evaluation.evaluate,
       config,
       networks,
-      params,
-      jax.random.PRNGKey(1000 + seed),
+      key=jax.random.PRNGKey(1000 + seed),
       make_inference_fn=brax_sac_networks.make_inference_fn,
     )
     row = {
