@@ -7,9 +7,10 @@ functions `loop.py` needs, whatever the algorithm:
   act(agent, obs, key) -> (action, raw_action, log_prob)
   update(agent, transitions [U, T, N], key) -> (agent, metrics)
                                              transitions carry the reward to learn from
-  relabel(agent, reward_fn) -> agent         SAC: every stored transition's reward becomes
-                                             reward_fn(obs, action, next_obs) (PEBBLE);
-                                             None for PPO, which keeps no old steps
+  relabel(agent, reward_fn, when) -> agent   SAC: where `when`, every stored transition's
+                                             reward becomes reward_fn(obs, action,
+                                             next_obs) (PEBBLE); None for PPO, which
+                                             keeps no old steps
   brax_params(agent) -> tuple                the parameters Brax's inference function takes
   make_inference_fn                          Brax's, for `evaluation.evaluate`
 
@@ -140,16 +141,20 @@ def _sac(config, env) -> Learner:
 
     def train(state):
       batch = sac.sample(replay, key_sample, (steps_per_update, sac_config.batch_size))
-      if unsupervised:
-        reference = sac.sample(replay, key_reference, (sac_config.entropy_reference,)).obs
-        intrinsic = jax.vmap(
-          lambda obs: sac.state_entropy_reward(
-            obs, jnp.concatenate([obs, reference]), sac_config.entropy_k
-          )
-        )(batch.obs)
-        exploring = agent.env_steps < unsupervised
-        batch = batch._replace(reward=jnp.where(exploring, intrinsic, batch.reward))
+      if unsupervised:  # the k-NN reward costs more than the gradient steps: only then
+        batch = jax.lax.cond(
+          agent.env_steps < unsupervised, with_entropy_reward, lambda b: b, batch
+        )
       return update_fn(state, batch, key_update)
+
+    def with_entropy_reward(batch: Transition) -> Transition:
+      reference = sac.sample(replay, key_reference, (sac_config.entropy_reference,)).obs
+      intrinsic = jax.vmap(
+        lambda obs: sac.state_entropy_reward(
+          obs, jnp.concatenate([obs, reference]), sac_config.entropy_k
+        )
+      )(batch.obs)
+      return batch._replace(reward=intrinsic)
 
     def wait(state):
       _, shapes = jax.eval_shape(train, state)
@@ -166,10 +171,23 @@ def _sac(config, env) -> Learner:
     params = state.params._replace(q=q, target_q=q)
     return state.replace(params=params, q_optimizer_state=optimizers.q.init(q))
 
-  def relabel(agent: SACAgent, reward_fn) -> SACAgent:
+  def relabel(agent: SACAgent, reward_fn, when=True) -> SACAgent:
+    """The rows stored so far, RELABEL_BATCH at a time (the last batch starts earlier,
+    where the buffer's end cuts it: some rows get the same reward twice); none where
+    `when` (a traced bool) is false. A loop of no batches, not a lax.cond over the
+    agent: XLA's CPU backend copies a conditional's operands, the whole buffer."""
     data = agent.replay.data
-    rows = (data.obs, data.action, data.next_obs)
-    reward = jax.lax.map(lambda row: reward_fn(*row), rows, batch_size=RELABEL_BATCH)
+    capacity = data.reward.shape[0]
+    batch = min(RELABEL_BATCH, capacity)
+
+    def relabel_batch(index, reward):
+      start = jnp.minimum(index * batch, capacity - batch)
+      rows = (data.obs, data.action, data.next_obs)
+      rows = [jax.lax.dynamic_slice_in_dim(x, start, batch) for x in rows]
+      return jax.lax.dynamic_update_slice_in_dim(reward, reward_fn(*rows), start, 0)
+
+    num_batches = jnp.where(when, (agent.replay.size + batch - 1) // batch, 0)
+    reward = jax.lax.fori_loop(0, num_batches, relabel_batch, data.reward)
     replay = agent.replay._replace(data=data._replace(reward=reward))
     return agent.replace(replay=replay)
 

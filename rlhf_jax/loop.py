@@ -151,12 +151,8 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
     agent = state.agent
     if relabel:  # PEBBLE: the stored steps' rewards follow each reward-model update
       reward_fn = functools.partial(prefs.reward_of, preferences)
-      if "rm_updates" in metrics:  # the model updates on a schedule: relabel after those
-        agent = jax.lax.cond(
-          metrics["rm_updates"] > 0, lambda a: learner.relabel(a, reward_fn), lambda a: a, agent
-        )
-      else:
-        agent = learner.relabel(agent, reward_fn)
+      updated = metrics.get("rm_updates", 1.0) > 0  # the model may update on a schedule
+      agent = learner.relabel(agent, reward_fn, updated)
     agent, agent_metrics = learner.update(agent, transitions, key_update)
 
     metrics.update(

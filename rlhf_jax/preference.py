@@ -71,6 +71,21 @@ def recent_episode_return(previous, transitions: Transition) -> jax.Array:
   return jnp.where(count > 0, ended["episode_return_sum"] / jnp.maximum(count, 1.0), previous)
 
 
+def batch_at(schedule: np.ndarray, updates: np.ndarray) -> np.ndarray:
+  """`schedule` (labels per iteration) moved to the iterations where `updates` is true:
+  each of those asks what came due since the previous one; what comes due after the
+  last update is asked with the last update (it could not be learned from later)."""
+  cumulative = np.cumsum(schedule)
+  at = np.flatnonzero(updates)
+  if at.size == 0:
+    return schedule
+  batched = np.zeros_like(schedule)
+  taken = np.concatenate([[0], cumulative[at]])
+  batched[at] = np.diff(taken)
+  batched[at[-1]] += cumulative[-1] - taken[-1]
+  return batched
+
+
 def correlation(x, y):
   """Pearson correlation of two vectors (0 where either is constant)."""
   dx, dy = x - jnp.mean(x), y - jnp.mean(y)
@@ -124,14 +139,17 @@ class Preferences:
         ),
       ]
     )
-    self.max_queries = 0 if self.human else int(self.label_schedule.max())
     # None: the ensemble updates every iteration. Else the iterations that cross a
-    # multiple of `reward.update_every_env_steps` env steps update it, bool [iterations].
+    # multiple of `reward.update_every_env_steps` env steps update it, bool [iterations],
+    # and the labels due since the last update are asked then, in one batch, as B-Pref
+    # asks them (scoring candidates each iteration would cost what the schedule saves).
     every = config.reward.update_every_env_steps
     self.update_schedule = None
     if every:
       done = steps_per_iteration * np.arange(num_iterations + 1, dtype=np.int64)
       self.update_schedule = np.diff(done // every) > 0
+      self.label_schedule = batch_at(self.label_schedule, self.update_schedule)
+    self.max_queries = 0 if self.human else int(self.label_schedule.max())
 
   # -- state ----------------------------------------------------------------------------
 
@@ -242,13 +260,14 @@ class Preferences:
     return state, dict(metrics, rm_updates=due.astype(jnp.float32))
 
   def store_segments(self, state: PreferenceState, key, stream: Transition) -> PreferenceState:
-    """Cuts the segments that end in `stream` and keeps `segments.per_iteration` of them."""
+    """Cuts the segments that end in `stream` and keeps `segments.per_iteration` of them
+    (at most one per step: an iteration of SAC is one step of each env)."""
     cutter, new, valid = segments.cut(
       state.cutter,
       segments.steps_of(stream),
       1.0 - stream.discount,
       key,
-      self.config.segments.per_iteration,
+      min(self.config.segments.per_iteration, stream.discount.size),
     )
     return state.replace(cutter=cutter, segments=segments.add(state.segments, new, valid))
 

@@ -283,7 +283,7 @@ def _header(config, trainer, num_chunks, steps_per_chunk, total_env_steps) -> st
   return (
     f"rlhf_jax: {config.env.name} ({config.env.backend}) on {jax.devices()[0].platform}, "
     f"{total_env_steps:,} env steps in {num_chunks} chunks of {steps_per_chunk:,}; "
-    f"PPO optimizes {reward}"
+    f"{config.learner.upper()} optimizes {reward}"
   )
 
 

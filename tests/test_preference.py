@@ -7,6 +7,7 @@ import pytest
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import preference
+from rlhf_jax import segments as segments_lib
 from rlhf_jax.config import default_config
 from rlhf_jax.types import Transition
 
@@ -178,6 +179,48 @@ def test_updates_follow_env_steps_not_iterations():
       )
     )
     assert changed == expected[i] == bool(metrics["rm_updates"])
+
+
+def test_with_an_update_interval_labels_are_asked_in_the_updating_iterations():
+  # By hand: due per iteration 1 2 0 3 1 1 0 2; updates in iterations 2 and 5. Iteration
+  # 2 asks 1+2+0, iteration 5 asks 3+1+1, and the 0+2 due after the last update come
+  # with it (they could not be learned from later).
+  schedule = np.array([1, 2, 0, 3, 1, 1, 0, 2])
+  updates = np.array([0, 0, 1, 0, 0, 1, 0, 0], bool)
+  np.testing.assert_array_equal(preference.batch_at(schedule, updates), [0, 0, 3, 0, 0, 7, 0, 0])
+
+  config = small_config()  # 4 envs x 12 steps: 48 env steps an iteration
+  config.reward.update_every_env_steps = 120  # updates in iterations 2, 4, 7, 9
+  config.iterations_per_chunk = 5
+  prefs = preference.Preferences(config, OBS, ACT, control_dt=0.05)
+  asks = np.flatnonzero(prefs.label_schedule)
+  assert set(asks) <= {2, 4, 7, 9} and len(asks) > 0
+  total = config.queries.total_labels - prefs.num_initial_labels
+  assert prefs.label_schedule.sum() == total
+  state = prefs.init(jax.random.PRNGKey(0), random_stream(jax.random.PRNGKey(1)))
+  step = jax.jit(prefs.step)
+  for i in range(10):
+    before = int(state.labels_used)
+    state, _, metrics = step(
+      state, jax.random.PRNGKey(i), random_stream(jax.random.PRNGKey(9 + i)), i
+    )
+    assert int(metrics["labels_used"]) - before == prefs.label_schedule[i]
+  assert int(state.labels_used) == config.queries.total_labels
+
+
+def test_an_iteration_shorter_than_the_segments_kept_per_iteration_keeps_one_per_step():
+  """SAC's iteration is one step of each env: fewer steps than `segments.per_iteration`."""
+  config = small_config()
+  config.segments.per_iteration = 64
+  prefs = preference.Preferences(config, OBS, ACT, control_dt=0.05)
+  stream = jax.tree.map(lambda x: x[:1], random_stream(jax.random.PRNGKey(1)))  # [1, 4]
+  state = prefs.empty(
+    jax.random.PRNGKey(0), jax.tree.map(lambda x: x[0], segments_lib.steps_of(stream))
+  )
+  for i in range(3 * prefs.segment_length):
+    state = prefs.store_segments(state, jax.random.PRNGKey(i), stream)
+  # Each env's episode runs on: a segment ends every `segment_length` steps per env.
+  assert int(state.segments.size) == 3 * ENVS
 
 
 def test_an_update_interval_longer_than_a_chunk_is_refused():
