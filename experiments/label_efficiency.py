@@ -3,12 +3,18 @@
   python experiments/label_efficiency.py --envs=all --seeds=0,1,2 --resume --out=runs/paper
   python experiments/label_efficiency.py --envs=hopper,walker2d --labels=700 \
       --teachers=stochastic,mistake,myopic --resume --out=runs/paper
+  python experiments/label_efficiency.py --envs=hopper --learner=sac --resume --out=runs/paper
 
 For each env, runs `configs/<env>.py` (PPO on the true reward) and `configs/<env>_pref.py`
 (the same PPO on a reward learned from a simulated oracle's labels) with each label
 budget, and with --teachers, B-Pref's noisy teachers at --teacher_labels labels; all over
-the same env steps and seeds. Each final policy is scored on 128 fresh full episodes by
-Brax's evaluator (rlhf_jax/evaluation.py). Writes to --out:
+the same env steps and seeds. With `--learner=sac` the task is `<env>_sac`: SAC on the
+true reward (`configs/<env>_sac.py`) against PEBBLE (`configs/<env>_sac_pref.py`), and
+the files below are named for it (`<env>_sac/`, `paper_table_sac.csv`, ...), so that
+both learners' tables live side by side in one --out; where the PPO task's curves are
+there too, a table says how many env steps each learner's preference runs needed to reach
+the same return. Each final policy is scored on 128 fresh full episodes by Brax's
+evaluator (rlhf_jax/evaluation.py). Writes to --out:
 
   <env>/curves.csv            true return (chunk mean) against env steps, per run
   <env>/final.csv             the final eval return of each run
@@ -155,11 +161,24 @@ def write_csv(path: str, rows: list[dict]) -> None:
     writer.writerows(rows)
 
 
-def make_conditions(env: str, args) -> list[tuple[str, object]]:
-  """(condition, config) pairs of one env: true reward, each label budget with the
+def task_name(env: str, learner: str) -> str:
+  """The name of an env's table row, its folder and its configs' stem: PPO's is the env."""
+  return env if learner == "ppo" else f"{env}_{learner}"
+
+
+def config_paths(task: str) -> tuple[str, str]:
+  """configs/<task>.py (true reward) and configs/<task>_pref.py (from labels)."""
+  return tuple(os.path.join(REPO, "configs", f"{task}{s}.py") for s in ("", "_pref"))
+
+
+def make_conditions(task: str, args) -> list[tuple[str, object]]:
+  """(condition, config) pairs of one task: true reward, each label budget with the
   oracle, and each of --teachers with --teacher_labels labels."""
-  base = config_lib.load(os.path.join(REPO, "configs", f"{env}.py"))
-  preference = config_lib.load(os.path.join(REPO, "configs", f"{env}_pref.py"))
+  paths = config_paths(task)
+  missing = [p for p in paths if not os.path.exists(p)]
+  if missing:
+    raise ValueError(f"{task}: no {' or '.join(os.path.relpath(p, REPO) for p in missing)}.")
+  base, preference = (config_lib.load(p) for p in paths)
   if args.total_env_steps:
     base.total_env_steps = preference.total_env_steps = args.total_env_steps
 
@@ -184,8 +203,8 @@ def parse_ints(text: str) -> list[int]:
 
 
 def run_env(env: str, args, log) -> tuple[list[dict], list[dict]]:
-  """Runs (or, with --resume, completes) one env's conditions and seeds under
-  --out/<env>/; returns its (curves, final rows)."""
+  """Runs (or, with --resume, completes) one task's conditions and seeds under
+  --out/<task>/; returns its (curves, final rows)."""
   out = os.path.join(args.out, env)
   os.makedirs(out, exist_ok=True)
   conditions = make_conditions(env, args)
@@ -219,6 +238,13 @@ def main(argv=None):
     help="comma-separated; each uses configs/<env>.py and <env>_pref.py; 'all' is the "
     f"paper's eight: {','.join(PAPER_TASKS)}",
   )
+  parser.add_argument(
+    "--learner",
+    choices=("ppo", "sac"),
+    default="ppo",
+    help="sac: SAC on the true reward against PEBBLE, from configs/<env>_sac.py and "
+    "<env>_sac_pref.py (with --envs=all, the envs that have them)",
+  )
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--labels", default="350,700,1400", help="oracle label budgets")
   parser.add_argument(
@@ -243,24 +269,30 @@ def main(argv=None):
   )
   args = parser.parse_args(argv)
   envs = list(PAPER_TASKS) if args.envs == "all" else args.envs.split(",")
+  tasks = [task_name(env, args.learner) for env in envs]
+  if args.envs == "all":
+    tasks = [t for t in tasks if all(os.path.exists(p) for p in config_paths(t))]
   log = functools.partial(print, file=sys.stderr, flush=True)
   log(f"devices: {jax.devices()}")
   results = {}
-  for env in envs:
+  for task in tasks:
     if not args.summarize:
-      results[env] = run_env(env, args, log)
-    elif os.path.exists(os.path.join(args.out, env, "final.csv")):
-      out = os.path.join(args.out, env)
-      results[env] = read_csv(out, "curves.csv"), read_csv(out, "final.csv")
+      results[task] = run_env(task, args, log)
+    elif os.path.exists(os.path.join(args.out, task, "final.csv")):
+      out = os.path.join(args.out, task)
+      results[task] = read_csv(out, "curves.csv"), read_csv(out, "final.csv")
     else:
-      log(f"{env}: no runs in {os.path.join(args.out, env)} yet")
-  return report(results, args.out)
+      log(f"{task}: no runs in {os.path.join(args.out, task)} yet")
+  summaries = report(results, args.out, "" if args.learner == "ppo" else f"_{args.learner}")
+  if args.learner != "ppo":
+    compare_learners(args.out, envs, args.learner)
+  return summaries
 
 
-def report(results: dict, out: str) -> dict:
-  """Prints each env's table and, over all of them, the paper table; writes each env's
-  plot, paper_table.csv and paper_figure.png, over every run in the CSVs (whatever
-  --labels and --teachers this call had). Returns {env: summaries}."""
+def report(results: dict, out: str, suffix: str = "") -> dict:
+  """Prints each task's table and, over all of them, the paper table; writes each task's
+  plot, paper_table<suffix>.csv and paper_figure<suffix>.png, over every run in the CSVs
+  (whatever --labels and --teachers this call had). Returns {task: summaries}."""
   summaries = {}
   for env, (curves, rows) in results.items():
     plot(curves, os.path.join(out, env, "label_efficiency.png"), env)
@@ -271,8 +303,9 @@ def report(results: dict, out: str) -> dict:
     conditions = {r["condition"] for _, rows in results.values() for r in rows}
     budgets = sorted(int(c.split()[0]) for c in conditions if re.fullmatch(r"\d+ labels", c))
     table = paper_rows(summaries, budgets)
-    write_csv(os.path.join(out, "paper_table.csv"), table)
-    plot_panels({env: curves for env, (curves, _) in results.items()}, budgets, out)
+    write_csv(os.path.join(out, f"paper_table{suffix}.csv"), table)
+    panels = {env: curves for env, (curves, _) in results.items()}
+    plot_panels(panels, budgets, os.path.join(out, f"paper_figure{suffix}.png"))
     print(format_paper_table(table, budgets), flush=True)
   return summaries
 
@@ -329,8 +362,8 @@ def format_paper_table(rows: list[dict], budgets: list[int]) -> str:
   return "\n".join(lines)
 
 
-def plot_panels(curves: dict, budgets: list[int], out: str) -> None:
-  """paper_figure.png in the layout of the paper's Figure 1: a panel per env, true return
+def plot_panels(curves: dict, budgets: list[int], path: str) -> None:
+  """`path` in the layout of the paper's Figure 1: a panel per task, true return
   against env steps; the true-reward run dashed, one curve per label budget; lines are
   means over seeds, shades span the seeds' lowest to highest."""
   from matplotlib.figure import Figure  # noqa: PLC0415
@@ -360,7 +393,67 @@ def plot_panels(curves: dict, budgets: list[int], out: str) -> None:
   axes[0].set_ylabel("true return")
   axes[0].legend(loc="best", fontsize="small")
   fig.tight_layout()
-  fig.savefig(os.path.join(out, "paper_figure.png"), dpi=100)
+  fig.savefig(path, dpi=100)
+
+
+def mean_curve(curves: list[dict], condition: str) -> list[tuple[int, float]]:
+  """(env steps, mean true return over seeds) of one condition, in step order."""
+  points = returns_by_step(curves, condition)
+  return [(step, statistics.fmean(points[step])) for step in sorted(points)]
+
+
+def steps_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
+  """The first env step count at which a mean curve reaches `target` (None: never)."""
+  return next((step for step, value in curve if value >= target), None)
+
+
+def learner_rows(ppo_curves: list[dict], other_curves: list[dict]) -> list[dict]:
+  """Per label budget both learners ran: the env steps each one's mean preference curve
+  took to reach the same return, 0.9 x the lower of their final mean returns (so both
+  reach it)."""
+  rows = []
+  conditions = {c["condition"] for c in ppo_curves} & {c["condition"] for c in other_curves}
+  for condition in sorted(c for c in conditions if re.fullmatch(r"\d+ labels", c)):
+    ppo, other = mean_curve(ppo_curves, condition), mean_curve(other_curves, condition)
+    target = 0.9 * min(ppo[-1][1], other[-1][1])
+    ppo_steps, other_steps = steps_to_reach(ppo, target), steps_to_reach(other, target)
+    rows.append(
+      {
+        "condition": condition,
+        "target_return": target,
+        "ppo_env_steps": ppo_steps,
+        "other_env_steps": other_steps,
+        "fewer_steps": ppo_steps / other_steps if ppo_steps and other_steps else None,
+      }
+    )
+  return rows
+
+
+def compare_learners(out: str, envs: list[str], learner: str) -> None:
+  """Prints and writes learners_<learner>.csv: for each env whose PPO and `learner`
+  tasks both have curves in `out`, `learner_rows`."""
+  table = []
+  for env in envs:
+    paths = [os.path.join(out, t, "curves.csv") for t in (env, task_name(env, learner))]
+    if not all(os.path.exists(p) for p in paths):
+      continue
+    ppo, other = (read_csv(os.path.dirname(p), "curves.csv") for p in paths)
+    table += [{"env": env, **row} for row in learner_rows(ppo, other)]
+  if not table:
+    return
+  write_csv(os.path.join(out, f"learners_{learner}.csv"), table)
+  lines = [
+    f"env steps to reach the same return from labels: PPO against {learner.upper()}",
+    f"{'env':<14}{'condition':<14}{'target':>9}{'PPO steps':>13}{'steps':>13}{'fewer':>8}",
+  ]
+  for row in table:
+    cells = [row["ppo_env_steps"], row["other_env_steps"]]
+    steps = "".join(f"{c:>13,}" if c else f"{'-':>13}" for c in cells)
+    fewer = f"{row['fewer_steps']:>7.1f}x" if row["fewer_steps"] else f"{'-':>8}"
+    lines.append(
+      f"{row['env']:<14}{row['condition']:<14}{row['target_return']:>9.1f}{steps}{fewer}"
+    )
+  print("\n".join(lines), flush=True)
 
 
 def read_csv(out: str, name: str) -> list[dict]:

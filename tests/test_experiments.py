@@ -128,3 +128,69 @@ def test_brax_published_settings_replace_ours_where_brax_has_them():
   hopper = load("hopper")  # Brax publishes SAC settings for hopper: Brax runs ours
   assert module.brax_config(hopper, "published") is hopper
   assert module.brax_config(ours, "ours") is ours
+
+
+def test_label_efficiency_with_sac_runs_sac_and_pebble_configs_beside_ppos(tmp_path, monkeypatch):
+  module = experiment("label_efficiency")
+  out = str(tmp_path / "out")
+  calls, learners = [], {}
+  inner = fake_run(calls)
+
+  def recording(config, seed, condition, log, workdir):
+    learners[(config.env.name, condition)] = (config.learner, config.reward.source)
+    return inner(config, seed, condition, log, workdir)
+
+  monkeypatch.setattr(module, "run", recording)
+  common = ["--seeds=0", "--labels=700", f"--out={out}", f"--workdirs={tmp_path / 'work'}"]
+  module.main(["--envs=all", "--learner=sac"] + common)
+  assert learners[("hopper", "true reward")] == ("sac", "true")
+  assert learners[("hopper", "700 labels")] == ("sac", "learned")
+  assert "swimmer" not in {env for env, _ in learners}  # it has no SAC configs
+  tasks = sorted(os.listdir(out))
+  assert "hopper_sac" in tasks and "hopper" not in tasks  # only tasks with both configs
+  assert all(t.endswith("_sac") for t in tasks if os.path.isdir(os.path.join(out, t)))
+  assert module.read_csv(out, "paper_table_sac.csv")[0]["env"].endswith("_sac")
+  assert not os.path.exists(os.path.join(out, "paper_table.csv"))  # PPO's is left alone
+  with pytest.raises(ValueError, match="swimmer_sac"):
+    module.main(["--envs=swimmer", "--learner=sac"] + common)
+
+
+def test_env_steps_to_the_same_return_per_learner_by_hand(tmp_path):
+  module = experiment("label_efficiency")
+
+  def curves(points, condition="700 labels"):
+    return [
+      {"condition": condition, "seed": seed, "env_steps": step, "return": value + offset}
+      for step, value in points
+      for seed, offset in ((0, -1.0), (1, 1.0))  # mean: value
+    ]
+
+  ppo = curves([(100, 10), (200, 50), (300, 90), (400, 100)])
+  sac = curves([(100, 60), (200, 95), (300, 95)])
+  # Finals 100 and 95: target 0.9 x 95 = 85.5, which PPO's mean first reaches at 300
+  # env steps and SAC's at 200: 1.5x fewer.
+  (row,) = module.learner_rows(ppo + curves([(100, 1)], "true reward"), sac)
+  assert row["condition"] == "700 labels" and row["target_return"] == pytest.approx(85.5)
+  assert (row["ppo_env_steps"], row["other_env_steps"]) == (300, 200)
+  assert row["fewer_steps"] == pytest.approx(1.5)
+
+
+def test_compare_brax_sac_refuses_what_brax_cannot_run_and_times_training_chunks():
+  module = experiment("compare_brax_sac")
+  load = lambda name: config_lib.load(os.path.join(REPO, "configs", f"{name}.py"))  # noqa: E731
+  module.check_comparable(load("hopper_sac"))
+  with pytest.raises(ValueError, match="unsupervised_env_steps"):
+    module.check_comparable(load("hopper_sac_pref"))
+  config = load("hopper_sac")
+  config.sac.target_entropy = -1.0
+  with pytest.raises(ValueError, match="target_entropy"):
+    module.check_comparable(config)
+  # Chunks of 25,600 env steps; the buffer holds 8,192 (min_replay_size) 64 iterations
+  # into the first chunk, so only chunks that began after that count: the second on.
+  config = load("hopper_sac")
+  assert config_lib.env_steps_per_chunk(config) == 25_600
+  records = [
+    {"env_steps": 25_600 * (i + 1), "steps_per_second": rate}
+    for i, rate in enumerate([9000.0, 1500.0, 1400.0])
+  ]
+  assert module.training_rates(config, records) == [1500.0, 1400.0]
