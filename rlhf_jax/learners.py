@@ -174,22 +174,25 @@ def _sac(config, env) -> Learner:
   def relabel(agent: SACAgent, reward_fn, when=True) -> SACAgent:
     """The rows stored so far, RELABEL_BATCH at a time (the last batch starts earlier,
     where the buffer's end cuts it: some rows get the same reward twice); none where
-    `when` (a traced bool) is false. A loop of no batches, not a lax.cond over the
-    agent: XLA's CPU backend copies a conditional's operands, the whole buffer."""
+    `when` (a traced bool) is false. The columns the reward reads ride in the loop's
+    carry, unchanged: closed over, XLA's CPU backend copied them (the whole buffer) in
+    every iteration, as it did for a lax.cond over the agent."""
     data = agent.replay.data
     capacity = data.reward.shape[0]
     batch = min(RELABEL_BATCH, capacity)
 
-    def relabel_batch(index, reward):
+    def relabel_batch(index, carry):
+      reward, *rows = carry
       start = jnp.minimum(index * batch, capacity - batch)
-      rows = (data.obs, data.action, data.next_obs)
-      rows = [jax.lax.dynamic_slice_in_dim(x, start, batch) for x in rows]
-      return jax.lax.dynamic_update_slice_in_dim(reward, reward_fn(*rows), start, 0)
+      batch_rows = [jax.lax.dynamic_slice_in_dim(x, start, batch) for x in rows]
+      reward = jax.lax.dynamic_update_slice_in_dim(reward, reward_fn(*batch_rows), start, 0)
+      return (reward, *rows)
 
     num_batches = jnp.where(when, (agent.replay.size + batch - 1) // batch, 0)
-    reward = jax.lax.fori_loop(0, num_batches, relabel_batch, data.reward)
-    replay = agent.replay._replace(data=data._replace(reward=reward))
-    return agent.replace(replay=replay)
+    carry = (data.reward, data.obs, data.action, data.next_obs)
+    reward, obs, action, next_obs = jax.lax.fori_loop(0, num_batches, relabel_batch, carry)
+    data = data._replace(reward=reward, obs=obs, action=action, next_obs=next_obs)
+    return agent.replace(replay=agent.replay._replace(data=data))
 
   return Learner(
     networks=networks,

@@ -148,12 +148,11 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
       stream = jax.tree.map(as_stream, transitions)
       preferences, reward, metrics = prefs.step(preferences, key_prefs, stream, state.iteration)
       transitions = transitions._replace(reward=reward.reshape(transitions.reward.shape))
-    agent = state.agent
+    agent, agent_metrics = learner.update(state.agent, transitions, key_update)
     if relabel:  # PEBBLE: the stored steps' rewards follow each reward-model update
       reward_fn = functools.partial(prefs.reward_of, preferences)
       updated = metrics.get("rm_updates", 1.0) > 0  # the model may update on a schedule
       agent = learner.relabel(agent, reward_fn, updated)
-    agent, agent_metrics = learner.update(agent, transitions, key_update)
 
     metrics.update(
       agent_metrics,
