@@ -112,7 +112,9 @@ def training_rates(config, records: list[dict]) -> list[float]:
   return rates or [r["steps_per_second"] for r in records[-1:]]
 
 
-def compare_env(name: str, seeds: list[int], total_env_steps: int | None, log) -> list[dict]:
+def compare_env(name: str, seeds: list[int], total_env_steps: int | None, log, kept=(), save=None):
+  """One env's rows, a seed at a time; `kept` rows (earlier runs, same config and seed)
+  are reused, and `save(rows)` is called as each new row ends."""
   config = config_lib.load(os.path.join(REPO, "configs", f"{name}_sac.py"))
   if total_env_steps:
     config.total_env_steps = total_env_steps
@@ -120,6 +122,10 @@ def compare_env(name: str, seeds: list[int], total_env_steps: int | None, log) -
   check_comparable(config)
   rows = []
   for seed in seeds:
+    earlier = [r for r in kept if r["env"] == name and int(r["seed"]) == seed]
+    if earlier:
+      rows.append(earlier[0])
+      continue
     with tempfile.TemporaryDirectory() as workdir:
       ours, initial, records, our_wall, networks = side_by_side.run_ours(config, seed, workdir)
     brax_params, brax_sps, brax_wall = run_brax(config, seed)
@@ -145,7 +151,26 @@ def compare_env(name: str, seeds: list[int], total_env_steps: int | None, log) -
     }
     log(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}))
     rows.append(row)
+    if save:
+      save(rows)
   return rows
+
+
+def read_rows(path: str) -> list[dict]:
+  """A --csv written earlier, its numbers parsed."""
+  with open(path, newline="", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  numeric = lambda v: float(v) if any(c in v for c in ".e") else int(v)  # noqa: E731
+  return [
+    {k: v if k in ("env", "brax_settings") else numeric(v) for k, v in r.items()} for r in rows
+  ]
+
+
+def write_rows(path: str, rows: list[dict]) -> None:
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 def main(argv=None):
@@ -154,20 +179,26 @@ def main(argv=None):
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--total_env_steps", type=int, default=None, help="override the budget")
   parser.add_argument("--csv", default=None, help="also write the per-seed rows here")
+  parser.add_argument(
+    "--resume", action="store_true", help="keep --csv's rows and run only the missing seeds"
+  )
   args = parser.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
   log = functools.partial(print, file=sys.stderr, flush=True)
   log(f"devices: {jax.devices()}")
+  kept = read_rows(args.csv) if args.resume and args.csv and os.path.exists(args.csv) else []
   all_rows, summaries = [], []
+
+  def save(rows):  # the CSV is rewritten as each seed ends; other kept rows stay in it
+    done = [*all_rows, *rows]
+    keys = {(r["env"], r["seed"]) for r in done}
+    if args.csv:
+      write_rows(args.csv, done + [r for r in kept if (r["env"], r["seed"]) not in keys])
+
   for name in args.envs.split(","):
-    rows = compare_env(name, seeds, args.total_env_steps, log)
+    rows = compare_env(name, seeds, args.total_env_steps, log, kept, save)
     all_rows += rows
     summaries.append(side_by_side.summarize(rows))
-    if args.csv:  # rewritten as each env ends
-      with open(args.csv, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(all_rows[0]))
-        writer.writeheader()
-        writer.writerows(all_rows)
   print(side_by_side.format_table(summaries), flush=True)
   return summaries
 

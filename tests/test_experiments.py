@@ -194,3 +194,31 @@ def test_compare_brax_sac_refuses_what_brax_cannot_run_and_times_training_chunks
     for i, rate in enumerate([9000.0, 1500.0, 1400.0])
   ]
   assert module.training_rates(config, records) == [1500.0, 1400.0]
+
+
+def test_compare_brax_sac_resume_keeps_the_csv_rows_it_has(tmp_path):
+  module = experiment("compare_brax_sac")
+  path = str(tmp_path / "rows.csv")
+  written = [
+    {
+      "env": "hopper",
+      "seed": 0,
+      "brax_settings": "ours",
+      "env_steps": 1024000,
+      "ours_return": 2596.5,
+    },
+    {
+      "env": "walker2d",
+      "seed": 2,
+      "brax_settings": "ours",
+      "env_steps": 1024000,
+      "ours_return": 1.5,
+    },
+  ]
+  module.write_rows(path, written)
+  kept = module.read_rows(path)
+  assert kept == written  # numbers come back as numbers
+  # hopper's seed 0 is in the CSV: nothing runs (one more seed would start a 1M-step run).
+  saved = []
+  rows = module.compare_env("hopper", [0], None, print, kept, saved.append)
+  assert rows == [written[0]] and saved == []
