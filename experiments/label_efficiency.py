@@ -30,10 +30,13 @@ first iteration only collects the initial labels: they take one iteration more o
 steps than the true-reward run. CSVs are rewritten as each run ends; `--resume` reruns
 only the (condition, seed) pairs they lack, so an interrupted table picks up where it
 stopped, and a run cut off midway continues from its last checkpoint in --workdirs;
-`--summarize` only re-reads the CSVs.
+`--summarize` only re-reads the CSVs. `--set KEY=VALUE` (repeatable) changes the
+preference configs, not the true-reward one, for a variant in its own --out, e.g. PEBBLE
+without pre-training: `--learner=sac --set sac.unsupervised_env_steps=0`.
 """
 
 import argparse
+import ast
 import csv
 import functools
 import os
@@ -43,6 +46,7 @@ import statistics
 import sys
 
 import jax
+import ml_collections
 
 from rlhf_jax import config as config_lib
 from rlhf_jax import evaluation, metrics, train
@@ -182,6 +186,9 @@ def make_conditions(task: str, args) -> list[tuple[str, object]]:
   if args.total_env_steps:
     base.total_env_steps = preference.total_env_steps = args.total_env_steps
 
+  for item in args.set or ():
+    override(preference, item)
+
   def with_labels(labels: int, teacher: str = "oracle"):
     config = preference.copy_and_resolve_references()
     config.queries.total_labels = labels
@@ -196,6 +203,22 @@ def make_conditions(task: str, args) -> list[tuple[str, object]]:
   for _, config in conditions:
     config_lib.validate(config)
   return conditions
+
+
+def override(config, item: str) -> None:
+  """Sets `config`'s dotted KEY from "KEY=VALUE" (VALUE a Python literal, else a string)."""
+  key, sep, text = item.partition("=")
+  *parents, name = key.split(".")
+  node = config
+  for part in parents:
+    node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+  if not sep or not isinstance(node, ml_collections.ConfigDict) or name not in node:
+    raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY a config key")
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  node[name] = value
 
 
 def parse_ints(text: str) -> list[int]:
@@ -252,6 +275,12 @@ def main(argv=None):
   )
   parser.add_argument("--teacher_labels", type=int, default=700, help="their label budget")
   parser.add_argument("--total_env_steps", type=int, default=None, help="override the budget")
+  parser.add_argument(
+    "--set",
+    action="append",
+    metavar="KEY=VALUE",
+    help="change a key of the preference configs (not the true-reward one); repeatable",
+  )
   parser.add_argument("--out", default="runs/label_efficiency")
   parser.add_argument(
     "--workdirs",

@@ -222,3 +222,24 @@ def test_compare_brax_sac_resume_keeps_the_csv_rows_it_has(tmp_path):
   saved = []
   rows = module.compare_env("hopper", [0], None, print, kept, saved.append)
   assert rows == [written[0]] and saved == []
+
+
+def test_label_efficiency_set_changes_only_the_preference_configs(tmp_path, monkeypatch):
+  module = experiment("label_efficiency")
+  seen = {}
+  inner = fake_run([])
+
+  def recording(config, seed, condition, log, workdir):
+    seen[condition] = (config.sac.unsupervised_env_steps, config.reward.normalize_mean)
+    return inner(config, seed, condition, log, workdir)
+
+  monkeypatch.setattr(module, "run", recording)
+  common = ["--envs=hopper", "--learner=sac", "--seeds=0", "--labels=700", f"--out={tmp_path}"]
+  sets = ["--set=sac.unsupervised_env_steps=1000", "--set=reward.normalize_mean=True"]
+  module.main(common + sets + [f"--workdirs={tmp_path / 'work'}"])
+  # configs/hopper_sac_pref.py pre-trains for 50,000 steps and keeps the reward's mean
+  # (normalize_mean False); configs/hopper_sac.py does not pre-train.
+  assert seen == {"true reward": (0, True), "700 labels": (1000, True)}
+  for bad in ("sac.no_such_key=1", "sac.unsupervised_env_steps", "nothing.here=1"):
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+      module.main(common + [f"--set={bad}", f"--workdirs={tmp_path / 'work'}"])
