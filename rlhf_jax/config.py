@@ -312,6 +312,14 @@ def validate(config, device_count: int | None = None) -> None:
       f"config.{envs_key} ({num_envs(config)}) must be a multiple of the device count "
       f"({device_count}, the mesh's data axis): each device steps the same number of envs."
     )
+  if config.learner == "sac":
+    for key in ("batch_size", "entropy_reference"):
+      if config.sac[key] % device_count:
+        raise ValueError(
+          f"config.sac.{key} ({config.sac[key]}) must be a multiple of the device count "
+          f"({device_count}, the mesh's data axis): each device draws its share from "
+          "its own part of the replay buffer."
+        )
   if config.reward.source not in REWARD_SOURCES:
     raise ValueError(
       f"config.reward.source={config.reward.source!r} is unknown; "

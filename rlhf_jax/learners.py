@@ -1,6 +1,6 @@
 """The learners the loop can string: PPO (on-policy) and SAC (off-policy, replay buffer).
 
-`make_learner(config, env, shard)` reads `config.learner` and returns a `Learner`, the few
+`make_learner(config, env, shard, rings)` reads `config.learner` and returns a `Learner`, the few
 functions `loop.py` needs, whatever the algorithm:
 
   init(key) -> agent                         the learner's whole state, a pytree
@@ -50,11 +50,13 @@ class Learner(NamedTuple):
   unroll_length: int
 
 
-def make_learner(config, env, shard=lambda tree, axis: tree) -> Learner:
+def make_learner(config, env, shard=lambda tree, axis: tree, rings: int = 1) -> Learner:
+  """`shard`: sharding.data_splitter of the mesh; `rings`: the size of its `data` axis,
+  the number of rings of SAC's replay buffer (one per device)."""
   if config.learner == "ppo":
     return _ppo(config, env, shard)
   if config.learner == "sac":
-    return _sac(config, env)
+    return _sac(config, env, shard, rings)
   raise ValueError(f"config.learner={config.learner!r} is unknown; choose one of {LEARNERS}.")
 
 
@@ -93,7 +95,7 @@ class SACAgent:
   env_steps: jax.Array  # int32 []: stored so far (unsupervised pre-training counts them)
 
 
-def _sac(config, env) -> Learner:
+def _sac(config, env, shard, rings: int) -> Learner:
   sac_config = config.sac
   networks = sac.make_networks(env.observation_size, env.action_size, sac_config)
   optimizers = sac.make_optimizers(sac_config)
@@ -118,7 +120,7 @@ def _sac(config, env) -> Learner:
       qpos=scalar[None],  # only segments are rendered: a placeholder (orbax saves no size 0)
     )
     state = sac.init_state(key, networks, optimizers, env.observation_size)
-    replay = sac.init_buffer(example, sac_config.max_replay_size)
+    replay = sac.init_buffer(example, sac_config.max_replay_size, rings)
     zero = jnp.zeros((), jnp.int32)
     return SACAgent(state, replay, zero, zero)
 
@@ -141,6 +143,7 @@ def _sac(config, env) -> Learner:
 
     def train(state):
       batch = sac.sample(replay, key_sample, (steps_per_update, sac_config.batch_size))
+      batch = shard(batch, 1)  # each device's share comes from its own ring
       if unsupervised:  # the k-NN reward costs more than the gradient steps: only then
         batch = jax.lax.cond(
           agent.env_steps < unsupervised, with_entropy_reward, lambda b: b, batch
@@ -172,23 +175,24 @@ def _sac(config, env) -> Learner:
     return state.replace(params=params, q_optimizer_state=optimizers.q.init(q))
 
   def relabel(agent: SACAgent, reward_fn, when=True) -> SACAgent:
-    """The rows stored so far, RELABEL_BATCH at a time (the last batch starts earlier,
-    where the buffer's end cuts it: some rows get the same reward twice); none where
-    `when` (a traced bool) is false. The columns the reward reads ride in the loop's
-    carry, unchanged: closed over, XLA's CPU backend copied them (the whole buffer) in
-    every iteration, as it did for a lax.cond over the agent."""
+    """The rows stored so far, RELABEL_BATCH rows of each ring at a time (the last batch
+    starts earlier, where the ring's end cuts it: some rows get the same reward twice);
+    none where `when` (a traced bool) is false. The columns the reward reads ride in the
+    loop's carry, unchanged: closed over, XLA's CPU backend copied them (the whole
+    buffer) in every iteration, as it did for a lax.cond over the agent."""
     data = agent.replay.data
-    capacity = data.reward.shape[0]
+    rings, capacity = data.reward.shape
     batch = min(RELABEL_BATCH, capacity)
 
     def relabel_batch(index, carry):
       reward, *rows = carry
       start = jnp.minimum(index * batch, capacity - batch)
-      batch_rows = [jax.lax.dynamic_slice_in_dim(x, start, batch) for x in rows]
-      reward = jax.lax.dynamic_update_slice_in_dim(reward, reward_fn(*batch_rows), start, 0)
-      return (reward, *rows)
+      batch_rows = [jax.lax.dynamic_slice_in_dim(x, start, batch, axis=1) for x in rows]
+      new = reward_fn(*batch_rows)  # [D, batch]
+      return (jax.lax.dynamic_update_slice_in_dim(reward, new, start, axis=1), *rows)
 
-    num_batches = jnp.where(when, (agent.replay.size + batch - 1) // batch, 0)
+    stored = agent.replay.size // rings
+    num_batches = jnp.where(when, (stored + batch - 1) // batch, 0)
     carry = (data.reward, data.obs, data.action, data.next_obs)
     reward, obs, action, next_obs = jax.lax.fori_loop(0, num_batches, relabel_batch, carry)
     data = data._replace(reward=reward, obs=obs, action=action, next_obs=next_obs)

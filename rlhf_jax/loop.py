@@ -108,7 +108,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
     action_repeat=config.env.action_repeat,
   )
   shard = sharding.data_splitter(mesh)
-  learner = learners.make_learner(config, env, shard)
+  learner = learners.make_learner(config, env, shard, sharding.data_size(mesh))
   steps_per_iteration = config_lib.env_steps_per_iteration(config)
   learned = config.reward.source == "learned"
   relabel = learned and learner.relabel is not None and config.sac.relabel

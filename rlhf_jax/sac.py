@@ -28,7 +28,6 @@ from brax.training.agents.sac import networks as brax_sac_networks
 from flax import linen
 
 from rlhf_jax import policy
-from rlhf_jax.segments import ring_write
 from rlhf_jax.types import Transition
 
 
@@ -49,11 +48,13 @@ class SACState:
 
 
 class ReplayBuffer(NamedTuple):
-  """A ring buffer of transitions (flat rows); the oldest are overwritten first."""
+  """Rings of transitions, one per device of the mesh's `data` axis, each fed by that
+  device's envs and sampled by it, as Brax's SAC keeps a buffer per device: the steps
+  never cross devices. The oldest rows of a ring are overwritten first."""
 
-  data: Transition  # [C, ...]
-  next_index: jax.Array  # int32 []
-  size: jax.Array  # int32 []
+  data: Transition  # [D, C / D, ...]: ring d holds the steps of the d-th block of envs
+  next_index: jax.Array  # int32 []: the next row of every ring
+  size: jax.Array  # int32 []: transitions stored, over all rings
 
 
 def make_networks(observation_size: int, action_size: int, sac_config):
@@ -100,25 +101,44 @@ def init_state(key, networks, optimizers: Optimizers, observation_size: int) -> 
 # -- the replay buffer ----------------------------------------------------------------------
 
 
-def init_buffer(example_step: Transition, capacity: int) -> ReplayBuffer:
-  """An empty buffer for `capacity` transitions shaped like `example_step` (one step)."""
-  data = jax.tree.map(lambda x: jnp.zeros((capacity,) + x.shape, x.dtype), example_step)
+def init_buffer(example_step: Transition, capacity: int, rings: int = 1) -> ReplayBuffer:
+  """An empty buffer for `capacity` transitions (rounded down to a multiple of `rings`)
+  shaped like `example_step` (one step), in `rings` rings."""
+  shape = (rings, capacity // rings)
+  data = jax.tree.map(lambda x: jnp.zeros(shape + x.shape, x.dtype), example_step)
   return ReplayBuffer(data, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
 def add(buffer: ReplayBuffer, transitions: Transition) -> ReplayBuffer:
-  """Writes transitions of any batch shape ([L, N, ...]: row-major) after the newest."""
-  batch = transitions.discount.shape
-  rows = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[len(batch) :]), transitions)
-  keep = jnp.ones(rows.discount.shape, bool)
-  data, next_index, size = ring_write(buffer.data, rows, keep, buffer.next_index, buffer.size)
-  return ReplayBuffer(data, next_index, size)
+  """Writes transitions [..., N, ...] (steps of N envs, time-major) after the newest: ring
+  d takes the d-th block of N / D envs, their steps in (step, env) order."""
+  rings, capacity = buffer.data.discount.shape
+  *lead, num_envs = transitions.discount.shape
+
+  def to_rings(x):  # [..., N, ...] -> [D, steps * N / D, ...]
+    x = x.reshape((-1, rings, num_envs // rings) + x.shape[len(lead) + 1 :])
+    return jnp.swapaxes(x, 0, 1).reshape((rings, -1) + x.shape[3:])
+
+  rows = jax.tree.map(to_rings, transitions)
+  added = rows.discount.shape[1]
+  slot = (buffer.next_index + jnp.arange(added)) % capacity
+  data = jax.tree.map(lambda old, new: old.at[:, slot].set(new), buffer.data, rows)
+  size = jnp.minimum(buffer.size + added * rings, capacity * rings)
+  return ReplayBuffer(data, (buffer.next_index + added) % capacity, size)
 
 
 def sample(buffer: ReplayBuffer, key, shape: tuple[int, ...]) -> Transition:
-  """Transitions [*shape, ...] drawn uniformly (with replacement) from the stored ones."""
-  index = jax.random.randint(key, shape, 0, jnp.maximum(buffer.size, 1))
-  return jax.tree.map(lambda x: x[index], buffer.data)
+  """Transitions [*shape, ...] drawn uniformly (with replacement) from the stored ones,
+  the last axis in D equal parts, part d from ring d (so it stays on its device)."""
+  rings = buffer.data.discount.shape[0]
+  *lead, last = shape
+  index = jax.random.randint(
+    key, (rings, *lead, last // rings), 0, jnp.maximum(buffer.size // rings, 1)
+  )
+  drawn = jax.vmap(lambda ring, i: jax.tree.map(lambda x: x[i], ring))(buffer.data, index)
+  return jax.tree.map(
+    lambda x: jnp.moveaxis(x, 0, len(lead)).reshape((*shape, *x.shape[len(lead) + 2 :])), drawn
+  )
 
 
 # -- unsupervised pre-training (PEBBLE) ---------------------------------------------------

@@ -17,6 +17,10 @@ Placement, and why:
   pairs scored for queries, the segments sampled for `rm_true_correlation`: split over
   `data` along the pairs (segments), for the same reason. Each device gathers its share
   from the replicated buffers and computes its share.
+- SAC's replay buffer: one ring per device, split over `data` along the rings. Each
+  device's envs write to its ring and its share of every minibatch is drawn from it
+  (Brax's SAC keeps a buffer per device too), so no step crosses devices; relabeling
+  computes each ring's rewards where it lives.
 - network parameters, optimizer states, normalizers, keys, counters: replicated. They are
   small, and every device needs all of them for its envs and its share of the minibatch.
 - the segment and preference buffers: replicated. They are a few MB, queries are drawn
@@ -109,6 +113,11 @@ def state_shardings(mesh, abstract_state, num_envs: int, seed_axis: bool = False
 
   shardings = jax.tree.map(lambda _: whole, abstract_state)
   shardings = shardings.replace(env_state=jax.tree.map(env_axis(0), abstract_state.env_state))
+  if hasattr(abstract_state.agent, "replay"):  # SAC: [D, C / D, ...] rings, one per device
+    rings = NamedSharding(mesh, P(*([None] * lead), DATA))
+    replay = shardings.agent.replay
+    replay = replay._replace(data=jax.tree.map(lambda _: rings, replay.data))
+    shardings = shardings.replace(agent=shardings.agent.replace(replay=replay))
   prefs = abstract_state.preferences
   if prefs is not None:
     cutter = prefs.cutter

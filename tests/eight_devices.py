@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from rlhf_jax import checkpoint, loop, sharding
-from tests.test_loop import host_transfers, tiny_pref_config
+from tests.test_loop import host_transfers, tiny_pref_config, tiny_sac_config
 
 pytestmark = pytest.mark.skipif(jax.device_count() != 8, reason="needs 8 devices")
 
@@ -131,3 +131,22 @@ def test_seeds_and_mesh_together():
   state, metrics = trainer.chunk(state)
   assert metrics["ppo_loss"].shape == (2,)
   assert np.all(np.isfinite(np.asarray(metrics["ppo_loss"])))
+
+
+def test_sac_replay_is_one_ring_per_device_and_steps_stay_on_theirs():
+  """SAC's replay buffer is 8 rings, one per device: each device stores its envs' steps
+  and draws its share of every minibatch from its ring, so no step (no array ending in
+  the observation's width) is gathered across devices, unlike a replicated buffer."""
+  trainer = loop.make_trainer(tiny_sac_config())
+  state = trainer.init(jax.random.PRNGKey(0))
+  obs = state.agent.replay.data.obs
+  assert obs.shape[:2] == (8, 12) and obs.sharding.spec == P("data")  # 100 // 8 rows each
+  assert obs.addressable_shards[0].data.shape == (1, 12, trainer.env.observation_size)
+  compiled = trainer.chunk.lower(state).compile()
+  gathered = re.findall(r"= f32\[([\d,]+)\]\S* all-gather(?:-start)?\(", compiled.as_text())
+  width = str(trainer.env.observation_size)
+  assert not [shape for shape in gathered if shape.split(",")[-1] == width], gathered
+  state, metrics = compiled(state)
+  assert state.agent.replay.data.obs.sharding.spec == P("data")
+  assert int(state.agent.replay.size) == 96  # 120 steps: every ring full
+  assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values())

@@ -104,6 +104,14 @@ def test_num_envs_must_divide_over_devices():
     config_lib.validate(config, device_count=4)
 
 
+def test_sac_batches_must_divide_over_devices():
+  config = _config(learner="sac", sac__num_envs=8, sac__batch_size=250)
+  with pytest.raises(ValueError, match=r"sac.batch_size \(250\) must be a multiple of the device"):
+    config_lib.validate(config, device_count=4)
+  config.sac.batch_size = 256
+  config_lib.validate(config, device_count=4)
+
+
 def test_default_config_is_valid():
   config_lib.validate(config_lib.default_config())
 

@@ -249,7 +249,8 @@ def test_relabeling_gives_every_stored_transition_the_new_models_reward(tmp_path
   state, _ = trainer.chunk(trainer.init(jax.random.PRNGKey(0)))
   replay, rm = state.agent.replay, state.preferences.reward_model
   stored = int(replay.size)
-  features = np.concatenate([replay.data.obs, replay.data.action], axis=-1)[:stored]
+  (ring,) = jax.tree.map(lambda x: x[0], [replay.data])  # one device: one ring
+  features = np.concatenate([ring.obs, ring.action], axis=-1)[:stored]
   raw = np.stack(
     [
       numpy_member_reward(jax.tree.map(lambda x, m=m: x[m], rm.params), features)
@@ -259,7 +260,7 @@ def test_relabeling_gives_every_stored_transition_the_new_models_reward(tmp_path
   mean, var = np.asarray(rm.reward_mean)[:, None], np.asarray(rm.reward_var)[:, None]
   centered = raw - mean if config.reward.normalize_mean else raw
   expected = np.mean(centered / np.sqrt(var + 1e-8), axis=0)
-  got = np.asarray(replay.data.reward)[:stored]
+  got = np.asarray(ring.reward)[:stored]
   if relabel:
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
   else:  # only the newest iteration's rows have the final model's reward

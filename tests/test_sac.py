@@ -155,7 +155,7 @@ def test_buffer_wraps_around_and_samples_only_stored_rows():
   buffer = sac.add(buffer, rows(0, 3))
   assert int(buffer.size) == 3 and int(buffer.next_index) == 3
   buffer = sac.add(buffer, rows(3, 4))  # rows 3, 4 fill slots 3, 4; 5, 6 overwrite 0, 1
-  np.testing.assert_array_equal(buffer.data.reward, [5.0, 6.0, 2.0, 3.0, 4.0])
+  np.testing.assert_array_equal(buffer.data.reward, [[5.0, 6.0, 2.0, 3.0, 4.0]])
   assert int(buffer.size) == 5 and int(buffer.next_index) == 2
   # Time-major rows of several envs keep their order: [L=2, N=3] -> rows 0..5.
   two_by_three = jax.tree.map(
@@ -163,11 +163,31 @@ def test_buffer_wraps_around_and_samples_only_stored_rows():
   )
   two_by_three = two_by_three._replace(reward=jnp.arange(6.0).reshape(2, 3) + 10)
   fresh = sac.add(sac.init_buffer(example, capacity=8), two_by_three)
-  np.testing.assert_array_equal(fresh.data.reward[:6], 10 + np.arange(6.0))
+  np.testing.assert_array_equal(fresh.data.reward[0, :6], 10 + np.arange(6.0))
 
   partial = sac.add(sac.init_buffer(example, capacity=100), rows(0, 3))
   drawn = sac.sample(partial, jax.random.PRNGKey(4), (1000,))
   assert set(np.unique(drawn.reward).tolist()) == {0.0, 1.0, 2.0}
+
+
+def test_buffer_of_several_rings_keeps_each_blocks_envs_and_samples_within_rings():
+  """Two rings (two devices): ring d holds the steps of envs [2d, 2d + 1], and the last
+  axis of a sample is half from each ring."""
+  example = jax.tree.map(lambda x: x[0], _batch(jax.random.PRNGKey(0), size=1))
+  buffer = sac.init_buffer(example, capacity=13, rings=2)  # 6 rows each
+  assert buffer.data.reward.shape == (2, 6)
+  # 3 steps of 4 envs; step l of env n has reward 10 l + n.
+  step = jax.tree.map(lambda x: x.reshape((3, 4) + x.shape[1:]), _batch(jax.random.PRNGKey(1), 12))
+  rewards = 10.0 * np.arange(3)[:, None] + np.arange(4)[None, :]
+  buffer = sac.add(buffer, step._replace(reward=jnp.asarray(rewards, jnp.float32)))
+  np.testing.assert_array_equal(buffer.data.reward[0], [0, 1, 10, 11, 20, 21])
+  np.testing.assert_array_equal(buffer.data.reward[1], [2, 3, 12, 13, 22, 23])
+  assert int(buffer.size) == 12 and int(buffer.next_index) == 0  # both rings full
+  drawn = sac.sample(buffer, jax.random.PRNGKey(2), (50, 8)).reward
+  assert drawn.shape == (50, 8)
+  assert set(np.asarray(drawn[:, :4]).ravel() % 10) <= {0, 1}  # envs 0, 1: ring 0
+  assert set(np.asarray(drawn[:, 4:]).ravel() % 10) <= {2, 3}
+  assert len(np.unique(drawn)) == 12  # every stored row can be drawn
 
 
 def test_knn_distance_equals_a_numpy_brute_force():

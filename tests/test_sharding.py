@@ -56,4 +56,4 @@ def test_on_eight_cpu_devices():
     timeout=900,
   )
   assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
-  assert "7 passed" in result.stdout, result.stdout[-2000:]
+  assert "8 passed" in result.stdout, result.stdout[-2000:]
