@@ -416,6 +416,13 @@ def _validate_preferences(config) -> None:
         f"config.{key}={_get(config, key)!r} is unknown; choose one of {', '.join(allowed)}."
       )
   queries_config = config.queries
+  if queries_config.method in ("kcenter_disagreement", "kcenter_entropy"):
+    if queries_config.oversampling < 2:
+      raise ValueError(
+        f"config.queries.method={queries_config.method!r} keeps the best-scored half of "
+        f"the candidates: config.queries.oversampling ({queries_config.oversampling}) "
+        "must be at least 2."
+      )
   if not 0 <= queries_config.initial_fraction <= 1:
     raise ValueError(
       f"config.queries.initial_fraction must be in [0, 1], got {queries_config.initial_fraction}."

@@ -335,10 +335,24 @@ class Preferences:
     pool `queries.oversampling` times larger (uniform: the pool itself)."""
     pool = num_pairs if method == "uniform" else self.config.queries.oversampling * num_pairs
     first, second = self.shard(segments.sample_pairs(state.segments, key_pool, pool), 0)
-    if method != "uniform":  # the pool is already in random order
-      rm = state.reward_model
-      returns = lambda pair: self.model.segment_returns(rm.params, rm.inputs, pair)
-      chosen = queries.select(method, key_select, returns(first), returns(second), num_pairs)
+    if method == "uniform":  # the pool is already in random order
+      return first, second
+    rm = state.reward_model
+    returns = lambda pair: self.model.segment_returns(rm.params, rm.inputs, pair)  # noqa: E731
+    scoring = queries.KCENTER.get(method, method)
+    if scoring is not None:  # the best-scored num_pairs, or half the pool for kcenter
+      keep = num_pairs if method == scoring else pool // 2
+      chosen = queries.select(scoring, key_select, returns(first), returns(second), keep)
+      first, second = jax.tree.map(lambda x: x[chosen], (first, second))
+    if method in queries.KCENTER:
+      flat = lambda a, b: jnp.concatenate(  # noqa: E731  both segments' observations
+        [a.obs.reshape(a.obs.shape[0], -1), b.obs.reshape(b.obs.shape[0], -1)], axis=-1
+      )
+      labelled = state.preferences
+      valid = jnp.arange(labelled.label.shape[0]) < labelled.size
+      chosen = queries.kcenter(
+        flat(first, second), flat(labelled.first, labelled.second), valid, num_pairs
+      )
       first, second = jax.tree.map(lambda x: x[chosen], (first, second))
     return first, second
 

@@ -45,6 +45,14 @@ def _config(**overrides):
     ({"checkpoint__keep": 0}, r"config.checkpoint.keep must be a positive integer, got 0"),
     ({"learner": "dqn"}, r"config.learner='dqn' is unknown; choose one of \('ppo', 'sac'\)"),
     ({"learner": "sac", "sac__batch_size": 0}, r"config.sac.batch_size must be a positive"),
+    (
+      {
+        "reward__source": "learned",
+        "queries__method": "kcenter_entropy",
+        "queries__oversampling": 1,
+      },
+      r"config.queries.oversampling \(1\) must be at least 2",
+    ),
     ({"learner": "sac", "sac__tau": 1.5}, r"config.sac.tau \(1.5\) must be in \(0, 1\]"),
     (
       {"learner": "sac", "sac__min_replay_size": 10**7},

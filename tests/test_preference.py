@@ -289,3 +289,39 @@ def test_pebble_asks_no_label_before_pretraining_ends_and_all_of_them_after():
   assert used[:2] == [0, 0]
   assert used[2] == initial + prefs.label_schedule[2]
   assert used[-1] == config.queries.total_labels
+
+
+@pytest.mark.parametrize("method", ["kcenter", "kcenter_disagreement"])
+def test_kcenter_queries_are_the_pool_pairs_farthest_from_the_labelled_ones(method):
+  """B-Pref's KCenter (and its mix with disagreement, from the best-scored half of the
+  pool), redone by hand: the same pool, the ensemble's disagreement in NumPy, a plain
+  greedy loop over both segments' observations against the labelled pairs."""
+  from tests.test_queries import numpy_kcenter  # noqa: PLC0415
+
+  config = small_config()
+  config.queries.method = method
+  config.queries.oversampling = 4
+  prefs = preference.Preferences(config, OBS, ACT, control_dt=0.05)
+  state = prefs.init(jax.random.PRNGKey(0), random_stream(jax.random.PRNGKey(1)))
+  key_pool, key_select = jax.random.PRNGKey(5), jax.random.PRNGKey(6)
+  first, second = prefs.choose_pairs(state, key_pool, key_select, 3, method)
+
+  pool = segments_lib.sample_pairs(state.segments, key_pool, 12)
+  flat = lambda a, b: np.concatenate(  # noqa: E731
+    [np.asarray(a.obs).reshape(len(a.obs), -1), np.asarray(b.obs).reshape(len(b.obs), -1)], -1
+  )
+  candidates = flat(*pool)
+  if method == "kcenter_disagreement":
+    rm = state.reward_model
+    returns = [np.asarray(prefs.model.segment_returns(rm.params, rm.inputs, p)) for p in pool]
+    p_first = 1 / (1 + np.exp(-(returns[0] - returns[1])))  # [M, 12]
+    half = np.argsort(-p_first.var(axis=0), kind="stable")[:6]
+    candidates = candidates[half]
+  size = int(state.preferences.size)
+  labelled = flat(state.preferences.first, state.preferences.second)[:size]
+  expected = candidates[numpy_kcenter(candidates, labelled, 3)]
+  np.testing.assert_allclose(flat(first, second), expected, rtol=1e-6)
+  # In the jitted loop step, the labels due are asked with it.
+  before = int(state.labels_used)
+  state, _, metrics = jax.jit(prefs.step)(state, key_pool, random_stream(key_select), 0)
+  assert int(state.labels_used) == before + prefs.label_schedule[0] > before

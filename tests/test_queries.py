@@ -36,6 +36,36 @@ def test_uniform_picks_distinct_random_pairs():
   assert all(len(set(p)) == 4 for p in picks) and len(set(picks)) > 1
 
 
+def numpy_kcenter(candidates, labelled, num):
+  """B-Pref's greedy k-center written out with loops: repeatedly the candidate whose
+  nearest labelled-or-picked row is farthest."""
+  picked = []
+  for _ in range(num):
+    best, best_distance = None, -1.0
+    for i, c in enumerate(candidates):
+      if i in picked:
+        continue
+      others = list(labelled) + [candidates[j] for j in picked]
+      distance = min((np.linalg.norm(c - o) for o in others), default=np.inf)
+      if distance > best_distance:
+        best, best_distance = i, distance
+    picked.append(best)
+  return picked
+
+
+def test_kcenter_equals_a_numpy_greedy_loop():
+  rng = np.random.default_rng(1)
+  candidates = rng.normal(size=(40, 6)).astype(np.float32)
+  labelled = rng.normal(size=(10, 6)).astype(np.float32)
+  valid = np.arange(10) < 7  # rows 7-9 are empty slots of the buffer: ignored
+  chosen = queries.kcenter(jnp.asarray(candidates), jnp.asarray(labelled), jnp.asarray(valid), 8)
+  assert np.asarray(chosen).tolist() == numpy_kcenter(candidates, labelled[:7], 8)
+  # A candidate on top of a labelled pair is never picked before the far ones.
+  candidates[5] = labelled[0]
+  chosen = queries.kcenter(jnp.asarray(candidates), jnp.asarray(labelled), jnp.asarray(valid), 40)
+  assert int(chosen[-1]) == 5
+
+
 def test_paper_schedule_spends_the_budget_at_a_falling_rate():
   per_iteration = queries.label_schedule(700, 0.25, "paper", 2e6, 20_000, 500)
   assert per_iteration.sum() == 700 - 175
