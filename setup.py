@@ -19,6 +19,7 @@ setup(
     "orbax-checkpoint>=0.12.8,<0.13",
     "brax>=0.14.2,<0.15",
     "mujoco>=3.3,<5",
+    "pgx>=2.6,<3",  # MinAtar games (rlhf_jax/minatar.py); 2.6 ships them, no pgx-minatar
     "ml-collections>=1.1,<2",
     "absl-py>=2.1,<3",
     "tensorboardX>=2.6,<3",

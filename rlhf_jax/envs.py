@@ -1,14 +1,20 @@
-"""Brax environments by name and backend, wrapped for training.
+"""Brax environments by name and backend, and MinAtar games, wrapped for training.
 
 `make_env` returns a batched environment: `reset(key)` takes one key per env
 (`key: [num_envs, 2]`) and `step` auto-resets finished episodes. Episodes are cut at
 `episode_length` (counted in env steps times `action_repeat`, as Brax counts them), and
 `state.info['truncation']` marks a cut that was not a true termination.
+
+`minatar-<game>` names (rlhf_jax/minatar.py) give MinAtar games with the same contract and
+discrete actions (`is_discrete(env)`); for them `backend` is ignored (one implementation,
+pgx's) and `action_repeat` must be 1.
 """
 
 import warnings
 
 from brax import envs as brax_envs
+
+from rlhf_jax import minatar
 
 # Brax warns on every env it builds that its own pipelines are unmaintained. We choose
 # Brax's backends knowingly, by speed (the README's throughput section), so the warning
@@ -48,13 +54,27 @@ _shim_brax_fluid()
 
 
 def env_names() -> tuple[str, ...]:
-  return tuple(sorted(brax_envs._envs))  # brax keeps its registry in this dict
+  # brax keeps its registry in the dict brax_envs._envs
+  return tuple(sorted((*brax_envs._envs, *minatar.NAMES)))
+
+
+def is_minatar(name: str) -> bool:
+  return name in minatar.NAMES
+
+
+def is_discrete(env) -> bool:
+  """True for an env with a discrete action space (MinAtar): actions are one-hot vectors
+  of `env.action_size`, the number of actions. Brax's envs are continuous."""
+  return bool(getattr(env, "discrete", False))
 
 
 def check_name_and_backend(name: str, backend: str) -> None:
-  """Raises ValueError listing the valid choices for an unknown env name or backend."""
+  """Raises ValueError listing the valid choices for an unknown env name or backend (which
+  MinAtar games ignore)."""
   if name not in env_names():
     raise ValueError(f"Unknown environment {name!r}; choose one of: {', '.join(env_names())}.")
+  if is_minatar(name):
+    return
   if backend not in BACKENDS:
     raise ValueError(f"Unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}.")
 
@@ -66,13 +86,16 @@ def make_env(
   action_repeat: int = 1,
   **env_kwargs,
 ) -> brax_envs.Env:
-  """A vectorized, auto-resetting Brax env with episode cut-off and action repeat."""
+  """A vectorized, auto-resetting Brax env (or MinAtar game) with episode cut-off and
+  action repeat."""
   check_name_and_backend(name, backend)
   if episode_length <= 0 or action_repeat <= 0:
     raise ValueError(
       f"episode_length and action_repeat must be positive, got {episode_length} and "
       f"{action_repeat}."
     )
+  if is_minatar(name):
+    return minatar.make_env(name, episode_length, action_repeat, **env_kwargs)
   env = brax_envs.get_environment(name, backend=backend, **env_kwargs)
   return brax_envs.training.wrap(env, episode_length=episode_length, action_repeat=action_repeat)
 

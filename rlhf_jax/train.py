@@ -281,7 +281,7 @@ def _header(config, trainer, num_chunks, steps_per_chunk, total_env_steps) -> st
       f"(segments of {trainer.preferences.segment_length} steps)"
     )
   return (
-    f"rlhf_jax: {config.env.name} ({config.env.backend}) on {jax.devices()[0].platform}, "
+    f"rlhf_jax: {config.env.name} ({trainer.env.backend}) on {jax.devices()[0].platform}, "
     f"{total_env_steps:,} env steps in {num_chunks} chunks of {steps_per_chunk:,}; "
     f"{config.learner.upper()} optimizes {reward}"
   )
