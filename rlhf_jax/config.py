@@ -278,6 +278,17 @@ def validate(config, device_count: int | None = None) -> None:
     ],
   )
   envs.check_name_and_backend(config.env.name, config.env.backend)
+  if envs.is_minatar(config.env.name):
+    if config.learner != "ppo":
+      raise ValueError(
+        f"config.env.name={config.env.name!r} has discrete actions: config.learner must be "
+        f"'ppo' (SAC here is for continuous actions), got {config.learner!r}."
+      )
+    if config.env.action_repeat != 1:
+      raise ValueError(
+        f"MinAtar games have no action repeat: config.env.action_repeat must be 1, got "
+        f"{config.env.action_repeat}."
+      )
   ppo = config.ppo
   for key in ("learning_rate", "discounting", "gae_lambda", "clipping_epsilon"):
     if not ppo[key] > 0:

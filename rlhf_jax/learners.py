@@ -30,7 +30,7 @@ from brax.training.agents.ppo import networks as brax_ppo_networks
 from brax.training.agents.sac import networks as brax_sac_networks
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import policy, ppo, sac
+from rlhf_jax import envs, policy, ppo, sac
 from rlhf_jax.types import Transition
 
 LEARNERS = config_lib.LEARNERS
@@ -62,7 +62,8 @@ def make_learner(config, env, shard=lambda tree, axis: tree, rings: int = 1) -> 
 
 def _ppo(config, env, shard) -> Learner:
   ppo_config = config.ppo
-  networks = ppo.make_networks(env.observation_size, env.action_size, ppo_config)
+  frame_shape = env.frame_shape if envs.is_discrete(env) else None  # MinAtar: conv, categorical
+  networks = ppo.make_networks(env.observation_size, env.action_size, ppo_config, frame_shape)
   optimizer = ppo.make_optimizer(ppo_config)
   update_fn = ppo.make_update_fn(networks, optimizer, ppo_config, shard)
 
@@ -96,6 +97,11 @@ class SACAgent:
 
 
 def _sac(config, env, shard, rings: int) -> Learner:
+  if envs.is_discrete(env):
+    raise ValueError(
+      f"config.learner='sac' needs continuous actions; {config.env.name!r} has discrete "
+      "ones: use config.learner='ppo'."
+    )
   sac_config = config.sac
   networks = sac.make_networks(env.observation_size, env.action_size, sac_config)
   optimizers = sac.make_optimizers(sac_config)

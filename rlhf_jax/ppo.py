@@ -2,8 +2,10 @@
 
 The networks, the tanh-normal action distribution, the running observation statistics
 and GAE come from `brax.training`, so parameters are interchangeable with those of
-`brax.training.agents.ppo.train`. What is ours: the loss on time-major batches, the
-minibatch epochs, and a reward that is whatever the caller put in `Transition.reward`.
+`brax.training.agents.ppo.train`. For discrete actions on frames (MinAtar) the networks are
+a categorical policy and conv torsos instead (rlhf_jax/categorical.py). What is ours: the
+loss on time-major batches, the minibatch epochs, and a reward that is whatever the caller
+put in `Transition.reward`.
 
 Everything here is pure; jit it at the call site.
 """
@@ -20,7 +22,7 @@ from brax.training.agents.ppo import losses as brax_ppo_losses
 from brax.training.agents.ppo import networks as brax_ppo_networks
 from flax import linen
 
-from rlhf_jax import policy
+from rlhf_jax import categorical, policy
 from rlhf_jax.types import Transition
 
 # GAE over time-major [T, B] arrays. Returns the λ-returns (value targets) and, as the
@@ -40,12 +42,24 @@ class PPOState:
   normalizer: running_statistics.RunningStatisticsState
 
 
-def make_networks(observation_size: int, action_size: int, ppo_config):
-  """Brax's PPO networks: a tanh-normal policy MLP and a value MLP (swish)."""
+def make_networks(observation_size: int, action_size: int, ppo_config, frame_shape=None):
+  """Brax's PPO networks: a tanh-normal policy MLP and a value MLP (swish). With
+  `frame_shape` (H, W, C) of a discrete-action env (observations are the flattened
+  frames): a categorical policy over `action_size` actions and a value, each a conv torso
+  and ReLU MLP (`categorical.make_ppo_networks`)."""
+  preprocess = policy.observation_preprocessor(ppo_config.normalize_observations)
+  if frame_shape is not None:
+    return categorical.make_ppo_networks(
+      tuple(frame_shape),
+      action_size,
+      preprocess,
+      policy_hidden_sizes=tuple(ppo_config.policy_hidden_sizes),
+      value_hidden_sizes=tuple(ppo_config.value_hidden_sizes),
+    )
   return brax_ppo_networks.make_ppo_networks(
     observation_size,
     action_size,
-    preprocess_observations_fn=policy.observation_preprocessor(ppo_config.normalize_observations),
+    preprocess_observations_fn=preprocess,
     policy_hidden_layer_sizes=tuple(ppo_config.policy_hidden_sizes),
     value_hidden_layer_sizes=tuple(ppo_config.value_hidden_sizes),
     activation=linen.swish,

@@ -1,0 +1,38 @@
+"""PPO on the true reward of MinAtar Breakout (pgx), categorical policy on a conv torso.
+
+  python -m rlhf_jax.train --config=configs/minatar_breakout.py --workdir=runs/breakout
+
+Hyperparameters are common MinAtar PPO settings, not tuned here:
+64 envs x 128 steps an iteration in 8 minibatches of whole sequences, 4 epochs, Adam 5e-4
+with the gradient norm clipped at 0.5, γ 0.99, λ 0.95, clip 0.2, entropy 0.01; frames
+are not normalized (they are 0/1). MinAtar has no time limit: episodes are cut at 10,000
+steps only so that none runs forever.
+
+Expected: not yet measured (no run of this config has been made).
+"""
+
+from rlhf_jax.config import default_config
+
+
+def get_config():
+  config = default_config()
+  config.env.name = "minatar-breakout"
+  config.env.backend = "pgx"  # ignored for MinAtar games; says where the game comes from
+  config.env.episode_length = 10_000
+  config.total_env_steps = 5_000_000
+  ppo = config.ppo
+  ppo.num_envs = 64
+  ppo.unroll_length = 128
+  ppo.batch_size = 8
+  ppo.num_minibatches = 8
+  ppo.num_updates_per_batch = 4
+  ppo.learning_rate = 5e-4
+  ppo.max_grad_norm = 0.5
+  ppo.discounting = 0.99
+  ppo.gae_lambda = 0.95
+  ppo.clipping_epsilon = 0.2
+  ppo.entropy_cost = 0.01
+  ppo.normalize_observations = False
+  ppo.policy_hidden_sizes = (128,)
+  ppo.value_hidden_sizes = (128,)
+  return config

@@ -1,0 +1,111 @@
+"""PPO's networks for discrete actions on frames (MinAtar): a categorical policy and a
+small convolutional torso.
+
+`brax.training.distribution` has no categorical distribution; `Categorical` has the
+interface Brax's PPO networks expose (`sample_no_postprocessing`, `postprocess`,
+`log_prob`, `entropy`, `mode`), so `policy.sample_actions`, `ppo.ppo_loss` and Brax's
+`make_inference_fn` (used by `evaluation.py`) take it as they take the tanh-normal one.
+An action is a one-hot float32 vector [..., num_actions]: it is `Transition.action` and
+`Transition.raw_action` as is (no tanh, `postprocess` is the identity), the reward model
+reads it like a continuous action, and the MinAtar env takes its argmax.
+
+The torso follows the MinAtar baselines (Young & Tian 2019): one convolution of 16 3x3
+filters (stride 1, no padding) with ReLU, flattened, then dense ReLU layers (the config's
+hidden sizes; MinAtar's is one of 128) and the output layer. Policy and value are separate
+networks, as Brax's PPO networks are.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from brax.training import networks as brax_networks
+from brax.training.agents.ppo import networks as brax_ppo_networks
+from flax import linen
+
+CONV_FEATURES = 16
+CONV_KERNEL = (3, 3)
+
+
+class Categorical:
+  """A categorical distribution over `num_actions` actions, parameterized by logits
+  [..., num_actions]; actions are one-hot float32 [..., num_actions]."""
+
+  def __init__(self, num_actions: int):
+    self.param_size = num_actions
+    self.reparametrizable = False
+
+  def sample_no_postprocessing(self, logits, key):
+    index = jax.random.categorical(key, logits)
+    return jax.nn.one_hot(index, logits.shape[-1], dtype=jnp.float32)
+
+  def postprocess(self, action):
+    return action
+
+  def inverse_postprocess(self, action):
+    return action
+
+  def sample(self, logits, key):
+    return self.sample_no_postprocessing(logits, key)
+
+  def mode(self, logits):
+    return jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=jnp.float32)
+
+  def log_prob(self, logits, action):
+    """log π(a) = Σ_i a_i log softmax(logits)_i, a one-hot."""
+    return jnp.sum(action * jax.nn.log_softmax(logits), axis=-1)
+
+  def entropy(self, logits, key=None):
+    """H = -Σ_i p_i log p_i, exactly (`key` unused; Brax's estimate takes one)."""
+    del key
+    log_p = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
+class ConvTorso(linen.Module):
+  """Flattened frames [..., H * W * C] -> [..., output_size]."""
+
+  frame_shape: tuple[int, int, int]
+  hidden_sizes: Sequence[int]
+  output_size: int
+
+  @linen.compact
+  def __call__(self, obs):
+    batch_shape = obs.shape[:-1]
+    x = obs.reshape((-1, *self.frame_shape))
+    x = linen.relu(linen.Conv(CONV_FEATURES, CONV_KERNEL, padding="VALID")(x))
+    x = x.reshape((x.shape[0], -1))
+    for size in self.hidden_sizes:
+      x = linen.relu(linen.Dense(size)(x))
+    x = linen.Dense(self.output_size)(x)
+    return x.reshape((*batch_shape, self.output_size))
+
+
+def _network(module, observation_size, preprocess_observations_fn, squeeze=False):
+  def init(key):
+    return module.init(key, jnp.zeros((1, observation_size), jnp.float32))
+
+  def apply(processor_params, params, obs):
+    out = module.apply(params, preprocess_observations_fn(obs, processor_params))
+    return jnp.squeeze(out, axis=-1) if squeeze else out
+
+  return brax_networks.FeedForwardNetwork(init=init, apply=apply)
+
+
+def make_ppo_networks(
+  frame_shape: tuple[int, int, int],
+  num_actions: int,
+  preprocess_observations_fn,
+  policy_hidden_sizes: Sequence[int] = (128,),
+  value_hidden_sizes: Sequence[int] = (128,),
+) -> brax_ppo_networks.PPONetworks:
+  """Brax's PPONetworks record with a categorical policy and conv torsos; `apply` takes
+  (normalizer, params, obs [..., H * W * C]) as Brax's networks do."""
+  observation_size = frame_shape[0] * frame_shape[1] * frame_shape[2]
+  policy = ConvTorso(tuple(frame_shape), tuple(policy_hidden_sizes), num_actions)
+  value = ConvTorso(tuple(frame_shape), tuple(value_hidden_sizes), 1)
+  return brax_ppo_networks.PPONetworks(
+    policy_network=_network(policy, observation_size, preprocess_observations_fn),
+    value_network=_network(value, observation_size, preprocess_observations_fn, squeeze=True),
+    parametric_action_distribution=Categorical(num_actions),
+  )

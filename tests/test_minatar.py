@@ -1,0 +1,205 @@
+"""MinAtar games (rlhf_jax/minatar.py) against pgx's own envs, the categorical policy by
+hand, and PPO on Breakout end to end."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pgx
+import pytest
+
+from rlhf_jax import categorical, envs, evaluation, learners, loop, ppo, train
+from rlhf_jax import config as config_lib
+from rlhf_jax.config import default_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class PgxReference:
+  """pgx's game stepped directly, one env at a time with plain Python control flow, with
+  the wrapper's documented keys: reset splits (key, key_init); each step splits (key,
+  key_step, key_init) and a game that ends restarts from init(key_init)."""
+
+  def __init__(self, name, key, episode_length):
+    self.game = pgx.make(name)
+    self.init, self.step_game = jax.jit(self.game.init), jax.jit(self.game.step)
+    self.key, key_init = jax.random.split(key)
+    self.state = self.init(key_init)
+    self.episode_length, self.steps = episode_length, 0
+
+  def obs(self):
+    return np.asarray(self.state.observation, np.float32).reshape(-1)
+
+  def step(self, action: int):
+    self.key, key_step, key_init = jax.random.split(self.key, 3)
+    self.state = self.step_game(self.state, jnp.int32(action), key_step)
+    reward, over = float(self.state.rewards[0]), bool(self.state.terminated)
+    self.steps += 1
+    cut = self.steps >= self.episode_length
+    if over or cut:
+      self.state, self.steps = self.init(key_init), 0
+    return reward, float(over or cut), float(cut and not over)
+
+
+@pytest.mark.parametrize("game", ["breakout", "asterix"])
+def test_wrapper_matches_pgx_stepped_directly(game):
+  name, num_envs, num_steps, episode_length = f"minatar-{game}", 3, 300, 120
+  env = envs.make_env(name, episode_length=episode_length)
+  keys = jax.random.split(jax.random.PRNGKey(7), num_envs)
+  references = [PgxReference(name, key, episode_length) for key in keys]
+  state = jax.jit(env.reset)(keys)
+  step = jax.jit(env.step)
+  actions = np.random.default_rng(0).integers(0, env.action_size, (num_steps, num_envs))
+  game_overs = cuts = 0
+  for t in range(num_steps):
+    np.testing.assert_array_equal(np.asarray(state.obs), [r.obs() for r in references])
+    # the policy's one-hot actions for the wrapper, integers for pgx
+    state = step(state, jax.nn.one_hot(actions[t], env.action_size))
+    expected = np.array([r.step(a) for r, a in zip(references, actions[t], strict=True)])
+    np.testing.assert_array_equal(np.asarray(state.reward), expected[:, 0])
+    np.testing.assert_array_equal(np.asarray(state.done), expected[:, 1])
+    np.testing.assert_array_equal(np.asarray(state.info["truncation"]), expected[:, 2])
+    game_overs += int(np.sum(expected[:, 1] - expected[:, 2]))
+    cuts += int(np.sum(expected[:, 2]))
+  assert game_overs > 0  # some episodes ended in game over and restarted...
+  assert np.asarray(state.reward).dtype == np.float32
+  if game == "breakout":
+    assert cuts == 0  # random breakout dies well within 120 steps
+  np.testing.assert_array_equal(np.asarray(state.obs), [r.obs() for r in references])
+
+
+def test_episode_cutoff_marks_truncation_and_sums_the_episode():
+  # Freeway's game lasts 2,500 frames: only the cut at 7 steps ends these episodes.
+  env = envs.make_env("minatar-freeway", "anything: MinAtar ignores the backend", episode_length=7)
+  state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), 4))
+  assert state.obs.shape == (4, 10 * 10 * 7) and env.frame_shape == (10, 10, 7)
+  assert env.observation_size == 700 and env.action_size == 3 and envs.is_discrete(env)
+  step = jax.jit(env.step)
+  up = jnp.ones((4,), jnp.int32)  # integer actions work too; 1 is "up" in Freeway
+  rewards = []
+  for _ in range(7):
+    assert float(state.info["truncation"].sum()) == 0.0
+    state = step(state, up)
+    rewards.append(np.asarray(state.reward))
+  assert np.all(np.asarray(state.done) == 1) and np.all(np.asarray(state.info["truncation"]) == 1)
+  np.testing.assert_array_equal(state.info["steps"], 7.0)  # as Brax's: kept until the next step
+  np.testing.assert_array_equal(state.info["episode_metrics"]["length"], 7.0)
+  np.testing.assert_array_equal(state.info["episode_metrics"]["sum_reward"], np.sum(rewards, 0))
+  state = step(state, up)
+  assert float(state.done.sum()) == 0.0
+  np.testing.assert_array_equal(state.info["steps"], 1.0)
+  np.testing.assert_array_equal(state.info["episode_metrics"]["length"], 1.0)
+
+
+def test_names_backends_and_action_repeat():
+  envs.check_name_and_backend("minatar-seaquest", "spring")
+  with pytest.raises(ValueError, match="Unknown environment 'minatar-pong'.*minatar-breakout"):
+    envs.make_env("minatar-pong")
+  with pytest.raises(ValueError, match="no action repeat"):
+    envs.make_env("minatar-breakout", action_repeat=2)
+  assert not envs.is_discrete(envs.make_env("inverted_pendulum"))
+  env = envs.make_env("minatar-space_invaders", sticky_action_prob=0.0)  # pgx's own kwarg
+  assert env.game.sticky_action_prob == 0.0 and env.action_size == 4
+
+
+def test_categorical_log_prob_entropy_and_mode_by_hand():
+  logits = np.array([[1.0, -0.5, 2.0], [0.0, 0.0, 0.0], [3.0, 1.0, -2.0]], np.float32)
+  actions = np.eye(3, dtype=np.float32)[[2, 1, 0]]
+  p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  dist = categorical.Categorical(3)
+  np.testing.assert_allclose(
+    dist.log_prob(jnp.asarray(logits), jnp.asarray(actions)),
+    np.log([p[0, 2], p[1, 1], p[2, 0]]),
+    rtol=1e-6,
+  )
+  expected_entropy = -(p * np.log(p)).sum(-1)
+  assert expected_entropy[1] == pytest.approx(np.log(3))
+  np.testing.assert_allclose(dist.entropy(jnp.asarray(logits), None), expected_entropy, rtol=1e-6)
+  np.testing.assert_array_equal(dist.mode(jnp.asarray(logits)), np.eye(3)[[2, 0, 0]])
+  assert dist.postprocess(actions) is actions
+
+
+def test_categorical_samples_are_one_hot_with_softmax_frequencies():
+  logits = jnp.log(jnp.array([0.2, 0.5, 0.3]))
+  samples = categorical.Categorical(3).sample_no_postprocessing(
+    jnp.broadcast_to(logits, (20_000, 3)), jax.random.PRNGKey(0)
+  )
+  assert samples.dtype == jnp.float32
+  np.testing.assert_array_equal(samples.sum(-1), 1.0)
+  np.testing.assert_allclose(samples.mean(0), [0.2, 0.5, 0.3], atol=0.015)
+
+
+def test_conv_networks_are_minatars_torso():
+  config = default_config().ppo
+  config.policy_hidden_sizes = config.value_hidden_sizes = (128,)
+  networks = ppo.make_networks(400, 3, config, frame_shape=(10, 10, 4))
+  state = ppo.init_state(jax.random.PRNGKey(0), networks, ppo.make_optimizer(config), 400)
+  # conv 3x3x4x16 + 16; dense (8 * 8 * 16) x 128 + 128; output 128 x 3 + 3 (value: x 1 + 1)
+  count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
+  assert count(state.params.policy) == 592 + 131_200 + 387
+  assert count(state.params.value) == 592 + 131_200 + 129
+  obs = jnp.ones((5, 2, 400))
+  logits = networks.policy_network.apply(state.normalizer, state.params.policy, obs)
+  assert logits.shape == (5, 2, 3)
+  assert networks.value_network.apply(state.normalizer, state.params.value, obs).shape == (5, 2)
+
+
+def tiny_minatar_config(seed=0):
+  """PPO on Breakout: 8 envs x 16 steps an iteration, 2 chunks of 2 iterations."""
+  config = default_config()
+  config.seed = seed
+  config.env.name = "minatar-breakout"
+  config.env.episode_length = 200
+  config.ppo.num_envs = 8
+  config.ppo.unroll_length = 16
+  config.ppo.batch_size = 4
+  config.ppo.num_minibatches = 2
+  config.ppo.num_updates_per_batch = 2
+  config.ppo.normalize_observations = False
+  config.ppo.policy_hidden_sizes = (32,)
+  config.ppo.value_hidden_sizes = (32,)
+  config.iterations_per_chunk = 2
+  config.total_env_steps = 2 * 2 * 8 * 16
+  return config
+
+
+def _deterministic(records):
+  timing = {"steps_per_second", "elapsed_seconds", "compile_seconds"}
+  return [{k: v for k, v in r.items() if k not in timing} for r in records]
+
+
+def test_ppo_on_breakout_runs_and_is_deterministic(tmp_path):
+  first = train.train(tiny_minatar_config(), str(tmp_path / "a")).records
+  second = train.train(tiny_minatar_config(), str(tmp_path / "b")).records
+  other_seed = train.train(tiny_minatar_config(seed=1), str(tmp_path / "c")).records
+  assert len(first) == 2 and [r["env_steps"] for r in first] == [256, 512]
+  assert _deterministic(first) == _deterministic(second)
+  assert _deterministic(first) != _deterministic(other_seed)
+  for record in first:
+    assert record["episodes"] > 0 and np.isfinite(record["ppo_loss"])
+    assert 0 < record["entropy"] <= np.log(3) + 1e-6
+
+
+def test_rollout_records_one_hot_actions_and_brax_evaluation_runs():
+  config = tiny_minatar_config()
+  trainer = loop.make_trainer(config)
+  state = trainer.init(loop.seed_keys(config))
+  agent = state.agent
+  action, raw_action, log_prob = trainer.learner.act(agent, state.env_state.obs, state.key)
+  assert action.shape == (8, 3) and bool(jnp.all(action == raw_action))
+  np.testing.assert_array_equal(action.sum(-1), 1.0)
+  assert bool(jnp.all(log_prob <= 0))
+  config.env.episode_length = 20  # Brax's Evaluator steps whole episodes: keep them short
+  score = evaluation.evaluate_agent(config, trainer.learner, agent, jax.random.PRNGKey(0), 4)
+  assert np.isfinite(score) and score >= 0
+
+
+def test_config_file_validates_and_sac_is_refused():
+  config = config_lib.load(os.path.join(REPO, "configs", "minatar_breakout.py"))
+  config_lib.validate(config, 1)
+  config.learner = "sac"
+  with pytest.raises(ValueError, match="discrete actions: config.learner must be 'ppo'"):
+    config_lib.validate(config, 1)
+  with pytest.raises(ValueError, match="needs continuous actions"):
+    learners.make_learner(config, envs.make_env("minatar-breakout"))
