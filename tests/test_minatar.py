@@ -203,3 +203,19 @@ def test_config_file_validates_and_sac_is_refused():
     config_lib.validate(config, 1)
   with pytest.raises(ValueError, match="needs continuous actions"):
     learners.make_learner(config, envs.make_env("minatar-breakout"))
+
+
+def test_resume_restores_the_games_bitwise(tmp_path, monkeypatch):
+  """pgx's game states are part of the checkpoint: stopped after chunk 1 of 2 and resumed,
+  the run is the straight one."""
+  from tests.test_checkpoint import assert_same_arrays, interrupt_after  # noqa: PLC0415
+
+  straight = train.train(tiny_minatar_config(), str(tmp_path / "straight"))
+  workdir = str(tmp_path / "run")
+  interrupt_after(monkeypatch, 1)
+  with pytest.raises(train.Interrupted, match="after chunk 1 of 2"):
+    train.train(tiny_minatar_config(), workdir)
+  monkeypatch.undo()
+  resumed = train.train(tiny_minatar_config(), workdir)
+  assert _deterministic(resumed.records) == _deterministic(straight.records)
+  assert_same_arrays(resumed.state, straight.state)
