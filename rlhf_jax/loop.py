@@ -115,7 +115,10 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   prefs = None
   if learned:
     control_dt = envs.control_dt(env, config.env.action_repeat)
-    prefs = preference.Preferences(config, env.observation_size, env.action_size, control_dt, shard)
+    frame_shape = env.frame_shape if envs.is_discrete(env) else None  # MinAtar: conv members
+    prefs = preference.Preferences(
+      config, env.observation_size, env.action_size, control_dt, shard, frame_shape
+    )
 
   def run_rollout(state: TrainState, key):
     """One iteration's rollout: transitions [U, T, N] (U unrolls of T steps of N envs)."""

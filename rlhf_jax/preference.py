@@ -2,9 +2,10 @@
 
 A learner (PPO today) hands it what its envs did, as streams of transitions ([L, N]: L
 steps of each of N envs, in time order, each stream running on from the previous call),
-and gets the reward to learn from:
+and gets the reward to learn from (`frame_shape`: (H, W, C) when observations are
+flattened frames, as MinAtar's: the reward members are then conv nets):
 
-  prefs = Preferences(config, observation_size, action_size, control_dt, shard)
+  prefs = Preferences(config, observation_size, action_size, control_dt, shard, frame_shape)
   state = prefs.init(key, stream)        empty buffers + the random policy's segments;
                                          a simulated teacher labels the initial pairs
                                          (uniform) and the ensemble is fit to them
@@ -105,10 +106,13 @@ class Preferences:
     action_size: int,
     control_dt: float,
     shard=lambda tree, axis: tree,
+    frame_shape: tuple[int, int, int] | None = None,
   ):
     self.config = config
     self.shard = shard
-    self.model = reward_model.make_reward_model(config, observation_size, action_size, shard)
+    self.model = reward_model.make_reward_model(
+      config, observation_size, action_size, shard, frame_shape
+    )
     self.segment_length = config_lib.segment_length(config, control_dt)
     self.episode_steps = config_lib.steps_per_episode(config)
     self.human = config.teacher == "human"  # labels come from the host, between chunks

@@ -1,10 +1,17 @@
-"""The reward model: an ensemble of MLPs fit to preferences (Christiano et al. 2017).
+"""The reward model: an ensemble of networks fit to preferences (Christiano et al. 2017).
 
   r̂_m(s, a)            member m's reward for one step (input: obs+action, obs, or obs+next obs)
   R̂_m(σ) = Σ_t r̂_m     a segment's return under member m (padding masked out)
   P_m(σ¹ ≻ σ²) = sigmoid(R̂_m(σ¹) - R̂_m(σ²))                      (Bradley–Terry)
   loss = -E[y log P' + (1 - y) log(1 - P')],  P' = noise/2 + (1 - noise) P
                                               (the teacher answers at random w.p. noise)
+
+A member is an MLP (leaky ReLU) over the step's features, or, for envs whose
+observations are frames (MinAtar: `frame_shape` (H, W, C), observations the flattened
+frames), MinAtar's conv torso: 16 3x3 filters (no padding) with ReLU over the frame, then
+the `reward.hidden_sizes` ReLU layers and a scalar. Its features are the same flat vector
+as the MLP's; "obs_action" appends the one-hot action after the conv features, and
+"obs_next_obs" stacks both frames as 2C channels.
 
 Each member trains on its own bootstrap sample of the labels (Poisson(1) weights drawn
 when a label arrives). The labels a member's sample leaves out (weight 0: 1/e of them)
@@ -35,6 +42,7 @@ import optax
 from brax.training.acme import running_statistics
 from flax import linen
 
+from rlhf_jax import categorical
 from rlhf_jax.segments import ring_write
 from rlhf_jax.types import Segment
 
@@ -152,6 +160,40 @@ class _MLP(linen.Module):
     return linen.Dense(1)(x)[..., 0]
 
 
+class _ConvNet(linen.Module):
+  """Features [..., F] -> reward [...]: the first `frames` x H·W·C features are frames
+  (stacked as channels), the rest (the action, if any) joins after the convolution."""
+
+  frame_shape: tuple[int, int, int]
+  frames: int
+  hidden_sizes: tuple[int, ...]
+
+  @linen.compact
+  def __call__(self, x):
+    batch_shape = x.shape[:-1]
+    x = x.reshape(-1, x.shape[-1])
+    size = int(np.prod(self.frame_shape))
+    pictures = [
+      x[:, i * size : (i + 1) * size].reshape((-1, *self.frame_shape)) for i in range(self.frames)
+    ]
+    pictures = jnp.concatenate(pictures, axis=-1)
+    conv = linen.Conv(categorical.CONV_FEATURES, categorical.CONV_KERNEL, padding="VALID")
+    h = linen.relu(conv(pictures)).reshape(x.shape[0], -1)
+    h = jnp.concatenate([h, x[:, self.frames * size :]], axis=-1)
+    for width in self.hidden_sizes:
+      h = linen.relu(linen.Dense(width)(h))
+    return linen.Dense(1)(h)[:, 0].reshape(batch_shape)
+
+
+def make_network(reward_config, frame_shape=None) -> linen.Module:
+  """One member: an MLP, or with `frame_shape` the conv net over frames."""
+  hidden_sizes = tuple(reward_config.hidden_sizes)
+  if frame_shape is None:
+    return _MLP(hidden_sizes)
+  frames = 2 if reward_config.inputs == "obs_next_obs" else 1
+  return _ConvNet(tuple(frame_shape), frames, hidden_sizes)
+
+
 def use_vmap(members: str) -> bool:
   """Whether `reward.members` runs the members batched by vmap ("auto": off the CPU)."""
   if members not in MEMBERS:
@@ -168,13 +210,18 @@ def _features(inputs: str, obs, action, next_obs):
 
 
 def make_reward_model(
-  config, observation_size: int, action_size: int, shard=lambda tree, axis: tree
+  config,
+  observation_size: int,
+  action_size: int,
+  shard=lambda tree, axis: tree,
+  frame_shape: tuple[int, int, int] | None = None,
 ) -> RewardModel:
   """Builds the ensemble's pure functions from `config.reward` (read at trace time).
-  `shard(tree, axis)` places the minibatches of pairs over devices (`sharding.data_splitter`)."""
+  `shard(tree, axis)` places the minibatches of pairs over devices (`sharding.data_splitter`).
+  `frame_shape` (H, W, C): observations are flattened frames, the members conv nets."""
   reward_config = config.reward
   ensemble_size = reward_config.ensemble_size
-  network = _MLP(tuple(reward_config.hidden_sizes))
+  network = make_network(reward_config, frame_shape)
   optimizer = optax.adam(reward_config.learning_rate)
   features = functools.partial(_features, reward_config.inputs)
   batched = use_vmap(reward_config.members)
