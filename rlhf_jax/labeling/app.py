@@ -33,7 +33,7 @@ import uuid
 import flask
 from werkzeug.exceptions import HTTPException
 
-from rlhf_jax.labeling import render
+from rlhf_jax.labeling import frames, render
 from rlhf_jax.labeling.store import LabelError, Store
 
 STORE_NAME = "labels.sqlite"
@@ -170,17 +170,15 @@ class ClipRenderer(threading.Thread):
     self.clip_dir = os.path.join(workdir, CLIP_DIR_NAME)
     self.processes, self.poll_seconds = processes, poll_seconds
     self.stopped = threading.Event()
-    self.pool = None  # a render.ClipPool, once the trainer has said which env it is
+    self.pool = None  # a ClipPool or FrameClips, once the trainer has said which env it is
 
   def render_waiting(self) -> int:
     """One round: renders up to 4·processes waiting pairs; returns how many."""
     pairs = self.store.pairs_without_clips(limit=4 * self.processes)
     if not pairs:
       return 0
-    if self.pool is None:
-      meta = self.store.meta()
-      model = render.mj_model_of(meta["env_name"], meta["backend"])
-      self.pool = render.ClipPool(model, meta["dt"], self.processes)
+    if self.pool is None:  # MuJoCo's renderer, or frames drawn by hand (MinAtar)
+      self.pool = frames.clip_pool(self.store.meta(), self.processes)
     os.makedirs(self.clip_dir, exist_ok=True)
     jobs = {}
     for _, first, second in pairs:

@@ -160,15 +160,19 @@ class ClipPool:
 
 
 def clip_meta(config, trainer) -> dict:
-  """What rendering a run's segments again needs (kept in the store and in datasets)."""
+  """What rendering a run's segments again needs (kept in the store and in datasets); for
+  frame envs (MinAtar) `frame_shape` too, which has `frames.clip_pool` draw the frames."""
   from rlhf_jax import envs  # noqa: PLC0415
 
-  return {
+  meta = {
     "env_name": config.env.name,
     "backend": config.env.backend,
     "dt": envs.control_dt(trainer.env, config.env.action_repeat),
     "segment_length": trainer.preferences.segment_length,
   }
+  if envs.is_discrete(trainer.env):  # MinAtar: the observations are the frames to draw
+    meta["frame_shape"] = list(trainer.env.frame_shape)
+  return meta
 
 
 def mj_model_of(env_name: str, backend: str):
