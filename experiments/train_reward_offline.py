@@ -42,9 +42,17 @@ def split_pairs(count: int, test_fraction: float, seed: int):
   return order[:num_test], order[num_test:]
 
 
-def fit(arrays: dict, config, steps: int, test_fraction: float, seed: int, log=print) -> dict:
+def fit(
+  arrays: dict,
+  config,
+  steps: int,
+  test_fraction: float,
+  seed: int,
+  log=print,
+  frame_shape=None,
+) -> dict:
   """Trains on a random (1 - test_fraction) of the pairs (`split_pairs`); returns the
-  accuracies."""
+  accuracies. `frame_shape` (the dataset's meta has it for MinAtar): conv members."""
   count = len(arrays["label"])
   test, train = split_pairs(count, test_fraction, seed)
   num_test = len(test)
@@ -57,7 +65,9 @@ def fit(arrays: dict, config, steps: int, test_fraction: float, seed: int, log=p
   config.segments.length = first["obs"].shape[1]
   config.env.episode_length = max(config.env.episode_length, config.segments.length)
   config.queries.buffer_size = len(train)
-  prefs = preference.Preferences(config, obs_size, action_size, control_dt=1.0)
+  prefs = preference.Preferences(
+    config, obs_size, action_size, control_dt=1.0, frame_shape=frame_shape
+  )
   key_init, key_add, key_fit = jax.random.split(jax.random.PRNGKey(seed), 3)
   train_first, train_second = segments(first, train), segments(second, train)
   state = prefs.empty(key_init, jax.tree.map(lambda x: x[:1, 0], train_first))
@@ -115,7 +125,8 @@ def main(argv=None):
   config = config_lib.load(args.config) if args.config else config_lib.default_config()
   arrays, meta = dataset.load(args.data_dir, args.name)
   print(f"dataset {args.name} in {args.data_dir}: {json.dumps(meta)}", file=sys.stderr)
-  result = fit(arrays, config, args.steps, args.test_fraction, args.seed)
+  frame_shape = meta.get("frame_shape")
+  result = fit(arrays, config, args.steps, args.test_fraction, args.seed, frame_shape=frame_shape)
   if args.json:
     print(json.dumps(result))
 

@@ -1,4 +1,5 @@
-"""End to end in headless Chromium: real clips play, a person labels with keys and a button.
+"""End to end in headless Chromium: real clips play, a person labels with keys and a button
+(MuJoCo clips; MinAtar's drawn frames too).
 
 Needs Debian's chromium (`.ci/run` installs it) and the `playwright` package, which
 drives that browser (no browser download). Set RLHF_JAX_SCREENSHOT=path to keep a
@@ -15,6 +16,7 @@ from rlhf_jax.labeling import app as labeling_app
 from rlhf_jax.labeling import render
 from rlhf_jax.labeling.scripted import free_port
 from rlhf_jax.labeling.store import Store
+from tests.test_frames import minatar_workdir  # noqa: F401  (a fixture)
 from tests.test_labeling_app import start_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -118,3 +120,33 @@ def test_label_in_the_browser(workdir):
   assert [(r["pair_id"], r["choice"]) for r in labels] == [(1, "left"), (2, "right"), (3, "equal")]
   assert progress == "3 labelled · 2 waiting"
   assert shown == ["left", "right", "equal"]
+
+
+def test_label_a_minatar_pair_in_the_browser(minatar_workdir):  # noqa: F811
+  """MinAtar clips (frames drawn by labeling/frames.py) play in the page like MuJoCo's."""
+  if CHROMIUM is None:
+    pytest.fail("Chromium is missing: `apt-get install chromium` (as .ci/run does)")
+  from playwright.sync_api import sync_playwright
+
+  port = free_port()
+  server = start_server(minatar_workdir, port, clips=True)
+  try:
+    with sync_playwright() as playwright:
+      browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+      page = browser.new_page(viewport={"width": 880, "height": 480})
+      page.goto(f"http://127.0.0.1:{port}/")
+      status = page.locator("#status")
+      status.filter(has_text="Pair 1").wait_for()
+      page.wait_for_function(
+        "[...document.querySelectorAll('video')].every(v => v.readyState >= 2 && !v.paused"
+        " && v.currentTime > 0.2 && v.videoWidth == 320)",
+        timeout=20_000,
+      )
+      page.keyboard.press("ArrowRight")
+      status.filter(has_text="Pair 2").wait_for()
+      browser.close()
+  finally:
+    server.kill()
+    server.wait()
+  labels = Store(labeling_app.store_path(minatar_workdir)).labels()
+  assert [(r["pair_id"], r["choice"]) for r in labels] == [(1, "right")]

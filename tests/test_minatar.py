@@ -12,6 +12,7 @@ import pytest
 from rlhf_jax import categorical, envs, evaluation, learners, loop, ppo, train
 from rlhf_jax import config as config_lib
 from rlhf_jax.config import default_config
+from rlhf_jax.labeling import render
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -251,6 +252,9 @@ def test_preference_loop_on_breakout_runs_and_is_deterministic(tmp_path):
   params = trainer.preferences.model.init(jax.random.PRNGKey(0)).params
   assert "Conv_0" in params["params"]  # the env's frames chose conv members
   assert trainer.preferences.segment_length == 25
+  # what the labeling app is told: it draws the frames (labeling/frames.py), not MuJoCo
+  meta = render.clip_meta(config, trainer)
+  assert meta["frame_shape"] == [10, 10, 4] and meta["dt"] == 0.06
   first = train.train(config, str(tmp_path / "a")).records
   second = train.train(tiny_preference_config(), str(tmp_path / "b")).records
   other_seed = train.train(tiny_preference_config(seed=1), str(tmp_path / "c")).records

@@ -13,7 +13,8 @@ H.264 (yuv420p, moov atom first) plays in every browser; the encoder is the ffmp
 binary that the `imageio-ffmpeg` wheel ships, so nothing is installed by hand.
 
 Clips are cached on disk by segment id, and a `ClipPool` renders many at once in spawned
-processes.
+processes. MinAtar segments have no simulator to render: their frames are drawn from the
+observations (rlhf_jax/labeling/frames.py) and encoded here.
 """
 
 import concurrent.futures
