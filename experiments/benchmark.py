@@ -23,7 +23,9 @@ trainer's fastest run: on a shared machine other work only ever slows a run down
 fastest is the closest to what the code costs, and interleaving exposes the three to the
 same spells of load. The JSON keeps every run's rate (`steps_per_second_runs`).
 `--sweep` repeats the three at other num_envs (batch_size scaled along) and shows how
-throughput grows. `--json` prints one JSON object instead of the tables.
+throughput grows; `--update_every_env_steps N` gives (c) one reward-model update per N env
+steps at every num_envs, the amortized schedule (0: its config's). `--json` prints one
+JSON object instead of the tables.
 """
 
 import argparse
@@ -44,8 +46,9 @@ from rlhf_jax import config as config_lib  # noqa: E402
 from rlhf_jax import train  # noqa: E402
 
 
-def configs(env: str, chunks: int, num_envs: int | None):
-  """(true-reward config, preference config) with the same PPO sizes and budget."""
+def configs(env: str, chunks: int, num_envs: int | None, update_every: int = 0):
+  """(true-reward config, preference config) with the same PPO sizes and budget;
+  `update_every` > 0 sets the preference config's reward.update_every_env_steps."""
   base_path = os.path.join(REPO, "configs", f"{env}.py")
   if os.path.exists(base_path):
     base = config_lib.load(base_path)
@@ -58,6 +61,8 @@ def configs(env: str, chunks: int, num_envs: int | None):
   else:
     pref = base.copy_and_resolve_references()
     pref.reward.source = "learned"
+  if update_every:
+    pref.reward.update_every_env_steps = update_every
   for config in (base, pref):
     if num_envs:  # the batch scales along: the same number of unrolls per iteration
       config.ppo.batch_size = max(1, config.ppo.batch_size * num_envs // config.ppo.num_envs)
@@ -91,8 +96,10 @@ def fastest(runs: list[dict]) -> dict:
   return dict(best, steps_per_second_runs=[run["steps_per_second"] for run in runs])
 
 
-def measure(env: str, chunks: int, num_envs: int | None, log, repeats: int = 1) -> dict:
-  base, pref = configs(env, chunks, num_envs)
+def measure(
+  env: str, chunks: int, num_envs: int | None, log, repeats: int = 1, update_every: int = 0
+) -> dict:
+  base, pref = configs(env, chunks, num_envs, update_every)
   row = {
     "env": env,
     "backend": base.env.backend,
@@ -150,6 +157,12 @@ def main(argv=None):
   parser.add_argument("--sweep", default="", help="other num_envs to measure, e.g. 64,128,512")
   parser.add_argument("--repeats", type=int, default=1, help="runs of each, keep the fastest")
   parser.add_argument("--json", action="store_true", help="print one JSON object")
+  parser.add_argument(
+    "--update_every_env_steps",
+    type=int,
+    default=0,
+    help="(c)'s reward.update_every_env_steps at every num_envs (0: its config's)",
+  )
   args = parser.parse_args(argv)
   log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
   device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x{jax.device_count()}"
@@ -158,9 +171,12 @@ def main(argv=None):
     parser.error(
       "--repeats must be at least 1 and --chunks at least 3 (Brax compiles in its first two epochs)"
     )
-  main_row = measure(args.env, args.chunks, None, log, args.repeats)
+  every = args.update_every_env_steps
+  main_row = measure(args.env, args.chunks, None, log, args.repeats, every)
   sweep = [
-    measure(args.env, args.chunks, int(n), log, args.repeats) for n in args.sweep.split(",") if n
+    measure(args.env, args.chunks, int(n), log, args.repeats, every)
+    for n in args.sweep.split(",")
+    if n
   ]
   result = dict(main_row, device=device, sweep=sweep)
   if args.json:

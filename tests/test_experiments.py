@@ -243,3 +243,15 @@ def test_label_efficiency_set_changes_only_the_preference_configs(tmp_path, monk
   for bad in ("sac.no_such_key=1", "sac.unsupervised_env_steps", "nothing.here=1"):
     with pytest.raises(ValueError, match="KEY=VALUE"):
       module.main(common + [f"--set={bad}", f"--workdirs={tmp_path / 'work'}"])
+
+
+def test_benchmark_sweep_scales_the_batch_and_sets_the_update_interval():
+  module = experiment("benchmark")
+  base, pref = module.configs("hopper", 3, 32, update_every=40_960)
+  hopper = config_lib.load(os.path.join(REPO, "configs", "hopper.py"))
+  assert base.ppo.num_envs == pref.ppo.num_envs == 32
+  # The same unrolls per iteration: batch_size scales with num_envs.
+  assert base.ppo.batch_size == hopper.ppo.batch_size * 32 // hopper.ppo.num_envs
+  assert pref.reward.update_every_env_steps == 40_960
+  assert base.reward.source == "true" and pref.reward.source == "learned"
+  assert module.configs("hopper", 3, 32)[1].reward.update_every_env_steps == 0  # hopper_pref's
