@@ -9,6 +9,9 @@ fewer gradient steps, so that a run fits a CPU core: 16 per step of the 128 envs
 batches of 256 (an update-to-data ratio of 1/8), against Brax's 64 on batches of 512
 (1/2), which run at about 230 env steps/s on one core of the 2-core CPU, 8 hours for
 the published budget. 1M env steps here.
+
+Measured (2-core CPU, one core per run, 2026-12-03/04): final eval returns 2,596 / 2,912 /
+846 on seeds 0-2 (Brax's SAC, same settings: 985 / 2,445 / 1,087), 1,630-1,670 env steps/s.
 """
 
 from rlhf_jax.config import default_config
