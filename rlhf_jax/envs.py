@@ -68,6 +68,12 @@ def is_discrete(env) -> bool:
   return bool(getattr(env, "discrete", False))
 
 
+def frame_shape(env) -> tuple[int, int, int] | None:
+  """(H, W, C) of an env whose observations are flattened frames (MinAtar), else None:
+  what makes the policy and the reward members conv nets and clips drawn frames."""
+  return tuple(env.frame_shape) if is_discrete(env) else None
+
+
 def check_name_and_backend(name: str, backend: str) -> None:
   """Raises ValueError listing the valid choices for an unknown env name or backend (which
   MinAtar games ignore)."""

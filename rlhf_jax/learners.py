@@ -62,8 +62,9 @@ def make_learner(config, env, shard=lambda tree, axis: tree, rings: int = 1) -> 
 
 def _ppo(config, env, shard) -> Learner:
   ppo_config = config.ppo
-  frame_shape = env.frame_shape if envs.is_discrete(env) else None  # MinAtar: conv, categorical
-  networks = ppo.make_networks(env.observation_size, env.action_size, ppo_config, frame_shape)
+  networks = ppo.make_networks(  # MinAtar's frames: a conv torso and a categorical policy
+    env.observation_size, env.action_size, ppo_config, envs.frame_shape(env)
+  )
   optimizer = ppo.make_optimizer(ppo_config)
   update_fn = ppo.make_update_fn(networks, optimizer, ppo_config, shard)
 

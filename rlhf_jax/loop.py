@@ -115,9 +115,8 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   prefs = None
   if learned:
     control_dt = envs.control_dt(env, config.env.action_repeat)
-    frame_shape = env.frame_shape if envs.is_discrete(env) else None  # MinAtar: conv members
     prefs = preference.Preferences(
-      config, env.observation_size, env.action_size, control_dt, shard, frame_shape
+      config, env.observation_size, env.action_size, control_dt, shard, envs.frame_shape(env)
     )
 
   def run_rollout(state: TrainState, key):

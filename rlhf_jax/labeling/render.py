@@ -171,8 +171,9 @@ def clip_meta(config, trainer) -> dict:
     "dt": envs.control_dt(trainer.env, config.env.action_repeat),
     "segment_length": trainer.preferences.segment_length,
   }
-  if envs.is_discrete(trainer.env):  # MinAtar: the observations are the frames to draw
-    meta["frame_shape"] = list(trainer.env.frame_shape)
+  shape = envs.frame_shape(trainer.env)
+  if shape is not None:  # MinAtar: the observations are the frames to draw
+    meta["frame_shape"] = list(shape)
   return meta
 
 
