@@ -28,6 +28,7 @@ from brax.training.agents.sac import networks as brax_sac_networks
 from flax import linen
 
 from rlhf_jax import policy
+from rlhf_jax.segments import ring_write
 from rlhf_jax.types import Transition
 
 
@@ -112,7 +113,7 @@ def init_buffer(example_step: Transition, capacity: int, rings: int = 1) -> Repl
 def add(buffer: ReplayBuffer, transitions: Transition) -> ReplayBuffer:
   """Writes transitions [..., N, ...] (steps of N envs, time-major) after the newest: ring
   d takes the d-th block of N / D envs, their steps in (step, env) order."""
-  rings, capacity = buffer.data.discount.shape
+  rings = buffer.data.discount.shape[0]
   *lead, num_envs = transitions.discount.shape
 
   def to_rings(x):  # [..., N, ...] -> [D, steps * N / D, ...]
@@ -120,11 +121,10 @@ def add(buffer: ReplayBuffer, transitions: Transition) -> ReplayBuffer:
     return jnp.swapaxes(x, 0, 1).reshape((rings, -1) + x.shape[3:])
 
   rows = jax.tree.map(to_rings, transitions)
-  added = rows.discount.shape[1]
-  slot = (buffer.next_index + jnp.arange(added)) % capacity
-  data = jax.tree.map(lambda old, new: old.at[:, slot].set(new), buffer.data, rows)
-  size = jnp.minimum(buffer.size + added * rings, capacity * rings)
-  return ReplayBuffer(data, (buffer.next_index + added) % capacity, size)
+  keep = jnp.ones(rows.discount.shape[1:], bool)
+  write = jax.vmap(ring_write, in_axes=(0, 0, None, None, None))  # every ring, in step
+  data, next_index, stored = write(buffer.data, rows, keep, buffer.next_index, buffer.size // rings)
+  return ReplayBuffer(data, next_index[0], stored[0] * rings)
 
 
 def sample(buffer: ReplayBuffer, key, shape: tuple[int, ...]) -> Transition:
