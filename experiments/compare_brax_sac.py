@@ -16,7 +16,6 @@ took gradient steps; Brax: the median over epochs after its first two, which com
 """
 
 import argparse
-import csv
 import functools
 import json
 import os
@@ -29,6 +28,7 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare_brax_ppo as side_by_side  # noqa: E402  (also puts back jax.device_put_replicated)
+import label_efficiency as tables  # noqa: E402  (its CSV reading and writing)
 from brax import envs as brax_envs  # noqa: E402
 from brax.training.agents.sac import networks as brax_sac_networks  # noqa: E402
 from brax.training.agents.sac import train as brax_sac_train  # noqa: E402
@@ -122,7 +122,7 @@ def compare_env(name: str, seeds: list[int], total_env_steps: int | None, log, k
   check_comparable(config)
   rows = []
   for seed in seeds:
-    earlier = [r for r in kept if r["env"] == name and int(r["seed"]) == seed]
+    earlier = [r for r in kept if r["env"] == name and r["seed"] == seed]
     if earlier:
       rows.append(earlier[0])
       continue
@@ -156,23 +156,6 @@ def compare_env(name: str, seeds: list[int], total_env_steps: int | None, log, k
   return rows
 
 
-def read_rows(path: str) -> list[dict]:
-  """A --csv written earlier, its numbers parsed."""
-  with open(path, newline="", encoding="utf-8") as f:
-    rows = list(csv.DictReader(f))
-  numeric = lambda v: float(v) if any(c in v for c in ".e") else int(v)  # noqa: E731
-  return [
-    {k: v if k in ("env", "brax_settings") else numeric(v) for k, v in r.items()} for r in rows
-  ]
-
-
-def write_rows(path: str, rows: list[dict]) -> None:
-  with open(path, "w", newline="", encoding="utf-8") as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--envs", default="hopper,walker2d", help="each uses configs/<env>_sac.py")
@@ -186,14 +169,15 @@ def main(argv=None):
   seeds = [int(s) for s in args.seeds.split(",")]
   log = functools.partial(print, file=sys.stderr, flush=True)
   log(f"devices: {jax.devices()}")
-  kept = read_rows(args.csv) if args.resume and args.csv and os.path.exists(args.csv) else []
+  resume = args.resume and args.csv and os.path.exists(args.csv)
+  kept = tables.read_csv(*os.path.split(args.csv)) if resume else []
   all_rows, summaries = [], []
 
   def save(rows):  # the CSV is rewritten as each seed ends; other kept rows stay in it
     done = [*all_rows, *rows]
     keys = {(r["env"], r["seed"]) for r in done}
     if args.csv:
-      write_rows(args.csv, done + [r for r in kept if (r["env"], r["seed"]) not in keys])
+      tables.write_csv(args.csv, done + [r for r in kept if (r["env"], r["seed"]) not in keys])
 
   for name in args.envs.split(","):
     rows = compare_env(name, seeds, args.total_env_steps, log, kept, save)
