@@ -6,6 +6,7 @@ drives that browser (no browser download). Set RLHF_JAX_SCREENSHOT=path to keep 
 screenshot of the labeling page (the README's comes from here).
 """
 
+import contextlib
 import os
 import shutil
 
@@ -80,7 +81,11 @@ def test_clips_are_h264_mp4_at_real_time(workdir):
   reader.close()
 
 
-def test_label_in_the_browser(workdir):
+@contextlib.contextmanager
+def playing_page(workdir: str, video_check: str = ""):
+  """The labeling app on `workdir` in headless Chromium, once pair 1 shows and both its
+  clips load and play (their clocks advance; `video_check`: a further JS condition on each
+  video `v`). Yields (page, port)."""
   if CHROMIUM is None:
     pytest.fail("Chromium is missing: `apt-get install chromium` (as .ci/run does)")
   from playwright.sync_api import sync_playwright
@@ -92,30 +97,34 @@ def test_label_in_the_browser(workdir):
       browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
       page = browser.new_page(viewport={"width": 880, "height": 480})
       page.goto(f"http://127.0.0.1:{port}/")
-      status = page.locator("#status")
-      status.filter(has_text="Pair 1").wait_for()
-      # Both clips load and play: their clocks advance.
+      page.locator("#status").filter(has_text="Pair 1").wait_for()
       page.wait_for_function(
         "[...document.querySelectorAll('video')].every(v => v.readyState >= 2 && !v.paused"
-        " && v.currentTime > 0.2)",
+        f" && v.currentTime > 0.2{video_check})",
         timeout=20_000,
       )
-      if os.environ.get("RLHF_JAX_SCREENSHOT"):
-        page.screenshot(path=os.environ["RLHF_JAX_SCREENSHOT"])
-      for key, next_pair in (("ArrowLeft", 2), ("ArrowRight", 3), ("=", 4)):
-        page.keyboard.press(key)
-        status.filter(has_text=f"Pair {next_pair}").wait_for()
-      page.click("#choose-skip")
-      status.filter(has_text="Pair 5").wait_for()
-      page.keyboard.press("u")
-      status.filter(has_text="Took back the label of pair 4").wait_for()
-      progress = page.locator("#progress").inner_text()
-      page.goto(f"http://127.0.0.1:{port}/labels")
-      shown = page.locator("td.choice").all_inner_texts()
+      yield page, port
       browser.close()
   finally:
     server.kill()
     server.wait()
+
+
+def test_label_in_the_browser(workdir):
+  with playing_page(workdir) as (page, port):
+    status = page.locator("#status")
+    if os.environ.get("RLHF_JAX_SCREENSHOT"):
+      page.screenshot(path=os.environ["RLHF_JAX_SCREENSHOT"])
+    for key, next_pair in (("ArrowLeft", 2), ("ArrowRight", 3), ("=", 4)):
+      page.keyboard.press(key)
+      status.filter(has_text=f"Pair {next_pair}").wait_for()
+    page.click("#choose-skip")
+    status.filter(has_text="Pair 5").wait_for()
+    page.keyboard.press("u")
+    status.filter(has_text="Took back the label of pair 4").wait_for()
+    progress = page.locator("#progress").inner_text()
+    page.goto(f"http://127.0.0.1:{port}/labels")
+    shown = page.locator("td.choice").all_inner_texts()
   labels = Store(labeling_app.store_path(workdir)).labels()
   assert [(r["pair_id"], r["choice"]) for r in labels] == [(1, "left"), (2, "right"), (3, "equal")]
   assert progress == "3 labelled · 2 waiting"
@@ -124,29 +133,8 @@ def test_label_in_the_browser(workdir):
 
 def test_label_a_minatar_pair_in_the_browser(minatar_workdir):  # noqa: F811
   """MinAtar clips (frames drawn by labeling/frames.py) play in the page like MuJoCo's."""
-  if CHROMIUM is None:
-    pytest.fail("Chromium is missing: `apt-get install chromium` (as .ci/run does)")
-  from playwright.sync_api import sync_playwright
-
-  port = free_port()
-  server = start_server(minatar_workdir, port, clips=True)
-  try:
-    with sync_playwright() as playwright:
-      browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-      page = browser.new_page(viewport={"width": 880, "height": 480})
-      page.goto(f"http://127.0.0.1:{port}/")
-      status = page.locator("#status")
-      status.filter(has_text="Pair 1").wait_for()
-      page.wait_for_function(
-        "[...document.querySelectorAll('video')].every(v => v.readyState >= 2 && !v.paused"
-        " && v.currentTime > 0.2 && v.videoWidth == 320)",
-        timeout=20_000,
-      )
-      page.keyboard.press("ArrowRight")
-      status.filter(has_text="Pair 2").wait_for()
-      browser.close()
-  finally:
-    server.kill()
-    server.wait()
+  with playing_page(minatar_workdir, " && v.videoWidth == 320") as (page, _):
+    page.keyboard.press("ArrowRight")
+    page.locator("#status").filter(has_text="Pair 2").wait_for()
   labels = Store(labeling_app.store_path(minatar_workdir)).labels()
   assert [(r["pair_id"], r["choice"]) for r in labels] == [(1, "right")]

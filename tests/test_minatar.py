@@ -13,6 +13,7 @@ from rlhf_jax import categorical, envs, evaluation, learners, loop, ppo, train
 from rlhf_jax import config as config_lib
 from rlhf_jax.config import default_config
 from rlhf_jax.labeling import render
+from tests.test_loop import _deterministic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -163,11 +164,6 @@ def tiny_minatar_config(seed=0):
   config.iterations_per_chunk = 2
   config.total_env_steps = 2 * 2 * 8 * 16
   return config
-
-
-def _deterministic(records):
-  timing = {"steps_per_second", "elapsed_seconds", "compile_seconds"}
-  return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
 def test_ppo_on_breakout_runs_and_is_deterministic(tmp_path):
