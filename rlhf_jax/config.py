@@ -41,6 +41,13 @@ def default_config() -> ml_collections.ConfigDict:
   config.env.backend = "spring"
   config.env.episode_length = 1000
   config.env.action_repeat = 1
+  # False: episodes do not end when the body falls (hopper, walker2d, ant, humanoid); it
+  # loses the healthy reward instead, so every episode runs to episode_length. Christiano
+  # et al. 2017 made this change for learning from preferences (a termination teaches the
+  # task through the episode length, and makes the learned reward's arbitrary offset a
+  # bonus or a penalty for living); `seals` does the same for `imitation`. Evaluation
+  # (rlhf_jax/evaluation.py) always scores the standard task, terminations included.
+  config.env.terminate_when_unhealthy = True
 
   # Which learner optimizes the reward (rlhf_jax/learners.py): "ppo" or "sac".
   config.learner = "ppo"
@@ -278,6 +285,11 @@ def validate(config, device_count: int | None = None) -> None:
     ],
   )
   envs.check_name_and_backend(config.env.name, config.env.backend)
+  if not config.env.terminate_when_unhealthy and config.env.name not in envs.FALLING_ENVS:
+    raise ValueError(
+      f"config.env.terminate_when_unhealthy=False is for envs whose episodes end when the "
+      f"body falls ({', '.join(envs.FALLING_ENVS)}); {config.env.name!r} has no such ending."
+    )
   if envs.is_minatar(config.env.name):
     if config.learner != "ppo":
       raise ValueError(

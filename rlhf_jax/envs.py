@@ -85,6 +85,22 @@ def check_name_and_backend(name: str, backend: str) -> None:
     raise ValueError(f"Unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}.")
 
 
+# Brax envs whose episodes end when the body falls (their `terminate_when_unhealthy`).
+FALLING_ENVS = ("hopper", "walker2d", "ant", "humanoid")
+
+
+def make_training_env(config) -> brax_envs.Env:
+  """The env of `config.env` that a learner trains in (`make_env` of its keys)."""
+  kwargs = {} if config.env.terminate_when_unhealthy else {"terminate_when_unhealthy": False}
+  return make_env(
+    config.env.name,
+    config.env.backend,
+    episode_length=config.env.episode_length,
+    action_repeat=config.env.action_repeat,
+    **kwargs,
+  )
+
+
 def make_env(
   name: str,
   backend: str = "spring",

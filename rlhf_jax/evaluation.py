@@ -26,7 +26,9 @@ def evaluate(
   make_inference_fn=brax_ppo_networks.make_inference_fn,
 ) -> float:
   """Mean true return of `num_envs` full episodes of the (stochastic) policy: Brax's
-  `networks` with `params` as its `make_inference_fn` takes them (default: PPO's)."""
+  `networks` with `params` as its `make_inference_fn` takes them (default: PPO's). The
+  standard task: episodes end where the env ends them, whatever
+  `config.env.terminate_when_unhealthy` trained with."""
   env = envs.make_env(
     config.env.name,
     config.env.backend,

@@ -101,12 +101,7 @@ def make_trainer(config, mesh: jax.sharding.Mesh | None = None) -> Trainer:
   """The trainer of `config` on `mesh` (default: `sharding.make_mesh(config)`)."""
   mesh = sharding.make_mesh(config) if mesh is None else mesh
   config_lib.validate(config, sharding.data_size(mesh))
-  env = envs.make_env(
-    config.env.name,
-    config.env.backend,
-    episode_length=config.env.episode_length,
-    action_repeat=config.env.action_repeat,
-  )
+  env = envs.make_training_env(config)
   shard = sharding.data_splitter(mesh)
   learner = learners.make_learner(config, env, shard, sharding.data_size(mesh))
   steps_per_iteration = config_lib.env_steps_per_iteration(config)
