@@ -63,6 +63,11 @@ def _config(**overrides):
       r"config.sac.max_replay_size \(100\) must hold one iteration's 128 transitions",
     ),
     ({"learner": "sac", "sac__num_envs": 0}, r"config.sac.num_envs must be a positive"),
+    (
+      {"env__terminate_when_unhealthy": False},
+      r"terminate_when_unhealthy=False is for envs whose episodes end when the body falls "
+      r"\(hopper, walker2d, ant, humanoid\); 'inverted_pendulum' has no such ending",
+    ),
   ],
 )
 def test_bad_values_raise_clear_errors(overrides, message):

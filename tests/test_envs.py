@@ -1,10 +1,15 @@
 """Environments: shapes, auto-reset, and clear errors for unknown names and backends."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
 
+from rlhf_jax import config as config_lib
 from rlhf_jax import envs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_unknown_name_lists_valid_ones():
@@ -57,6 +62,33 @@ def test_action_repeat_counts_env_steps():
   state = step(state, action)  # 2 decisions x 3 repeats = 6 physics steps: cut off
   assert float(state.done.sum()) == 2.0
   assert envs.control_dt(envs.make_env("inverted_pendulum"), 3) == pytest.approx(0.06)
+
+
+def test_fixed_length_episodes_run_on_after_a_fall():
+  """With terminate_when_unhealthy=False a fallen hopper's episode goes on to the cut-off
+  and it loses the healthy reward; the standard env ends the episode at the fall."""
+  config = config_lib.load(os.path.join(REPO, "configs", "hopper.py"))
+  config.env.backend, config.env.episode_length = "spring", 200
+  standard = envs.make_training_env(config)
+  config.env.terminate_when_unhealthy = False
+  fixed = envs.make_training_env(config)
+  action = jnp.ones((1, standard.action_size))  # full torque: the hopper falls
+
+  def episode(env):  # (done, healthy reward) of 200 steps, in one compiled scan
+    def step(state, _):
+      state = env.step(state, action)
+      return state, (state.done[0], state.metrics["reward_healthy"][0])
+
+    state = env.reset(jax.random.split(jax.random.PRNGKey(0), 1))
+    return jax.jit(lambda s: jax.lax.scan(step, s, length=200)[1])(state)
+
+  done, _ = episode(standard)
+  fall = int(jnp.argmax(done)) + 1
+  assert 0 < fall < 200 and done[fall - 1] == 1  # it fell, and that ended the episode
+  done, healthy = episode(fixed)
+  assert [int(jnp.argmax(done)) + 1, float(done.sum())] == [200, 1.0]  # only the cut-off
+  # the same fall, which now costs the healthy reward instead of ending the episode
+  assert [float(healthy[fall - 2]), float(healthy[fall - 1])] == [1.0, 0.0]
 
 
 def test_swimmer_steps_through_brax_fluid_drag():
