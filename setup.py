@@ -25,6 +25,7 @@ setup(
     "tensorboardX>=2.6,<3",
     "matplotlib>=3.10,<4",
     "numpy>=2.0,<3",
+    "safetensors>=0.4,<1",  # GPT-2 checkpoints (rlhf_jax/lm/weights.py), read with NumPy
     # Labeling by a person (rlhf_jax/labeling): the app, clip encoding, datasets.
     "flask>=3.0,<4",
     "imageio-ffmpeg>=0.5,<0.7",
