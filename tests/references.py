@@ -6,6 +6,10 @@ target and a control cost), by gradient descent on the logistic loss. It shares 
 with rlhf_jax's reward model, so it tells what accuracy the labels allow, and a test can
 ask our model to reach a share of the way from its untrained accuracy to this one,
 instead of a threshold copied from one run's output.
+
+`gpt2_forward` is GPT-2's forward pass written out in float64 NumPy on the tensors of a
+checkpoint in Hugging Face's names and layout, for one unpadded sequence, one head at a
+time: the language-model tests compare rlhf_jax.lm against it.
 """
 
 import numpy as np
@@ -67,3 +71,47 @@ def bpref_get_label(r_first, r_second, beta, gamma, eps_mistake, thres_skip, thr
       label = 1 - label
     labels.append(-1 if equal else label)
   return kept, np.array(labels, int)
+
+
+def _layer_norm(x, scale, bias, epsilon=1e-5):
+  mean = x.mean(axis=-1, keepdims=True)
+  variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+  return (x - mean) / np.sqrt(variance + epsilon) * scale + bias
+
+
+def _gelu_tanh(x):
+  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def gpt2_forward(tensors: dict, tokens, n_head: int):
+  """GPT-2 on one sequence of token ids [T] (all real, positions 0..T-1), from tensors
+  named as HF's GPT2Model (`wte.weight`, `h.0.attn.c_attn.weight` [D, 3D], ...).
+  Returns (logits [T, V], hidden states after ln_f [T, D]), float64."""
+  w = lambda name: np.asarray(tensors[name], np.float64)
+  tokens = np.asarray(tokens)
+  length = len(tokens)
+  x = w("wte.weight")[tokens] + w("wpe.weight")[:length]
+  width = x.shape[1]
+  head_size = width // n_head
+  future = np.triu(np.ones((length, length), bool), k=1)
+  layer = 0
+  while f"h.{layer}.ln_1.weight" in tensors:
+    p = f"h.{layer}."
+    h = _layer_norm(x, w(p + "ln_1.weight"), w(p + "ln_1.bias"))
+    qkv = h @ w(p + "attn.c_attn.weight") + w(p + "attn.c_attn.bias")
+    q, k, v = qkv[:, :width], qkv[:, width : 2 * width], qkv[:, 2 * width :]
+    attended = np.zeros_like(x)
+    for head in range(n_head):
+      cols = slice(head * head_size, (head + 1) * head_size)
+      scores = q[:, cols] @ k[:, cols].T / np.sqrt(head_size)
+      scores[future] = -np.inf
+      weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+      weights /= weights.sum(axis=1, keepdims=True)
+      attended[:, cols] = weights @ v[:, cols]
+    x = x + attended @ w(p + "attn.c_proj.weight") + w(p + "attn.c_proj.bias")
+    h = _layer_norm(x, w(p + "ln_2.weight"), w(p + "ln_2.bias"))
+    h = _gelu_tanh(h @ w(p + "mlp.c_fc.weight") + w(p + "mlp.c_fc.bias"))
+    x = x + h @ w(p + "mlp.c_proj.weight") + w(p + "mlp.c_proj.bias")
+    layer += 1
+  hidden = _layer_norm(x, w("ln_f.weight"), w("ln_f.bias"))
+  return hidden @ w("wte.weight").T, hidden
