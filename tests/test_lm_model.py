@@ -186,6 +186,23 @@ def test_top_p_filter_matches_numpy_sort_and_cumsum(top_p):
   assert set(kept.tolist()) == numpy_nucleus(HAND_LOGITS, top_p)
 
 
+def test_filters_match_numpy_on_random_rows():
+  rng = np.random.default_rng(9)
+  logits = (3 * rng.normal(size=(6, 50))).astype(np.float32)
+  logits[0, :5] = -np.inf  # already filtered tokens
+  logits[1, 10:13] = logits[1].max()  # a three-way tie for the largest
+  logits[2] = np.abs(logits[2])  # no negative values
+  for top_k in (1, 2, 7, 30):
+    kept = np.isfinite(sampling.top_k_filter(jnp.asarray(logits), top_k))
+    kth_largest = np.sort(logits, axis=1)[:, -top_k][:, None]
+    np.testing.assert_array_equal(kept, logits >= kth_largest, err_msg=f"top_k={top_k}")
+  for top_p in (0.2, 0.5, 0.9, 0.99):
+    kept = np.isfinite(sampling.top_p_filter(jnp.asarray(logits), top_p))
+    for row in (0, 2, 3, 4, 5):  # row 1's tie would be cut in two by the sort
+      expected = numpy_nucleus(logits[row], top_p)
+      assert set(np.flatnonzero(kept[row]).tolist()) == expected, (top_p, row)
+
+
 def test_filters_by_hand():
   # Probabilities sorted: 3.0 -> 0.605, 2.0 -> 0.222, 1.0 -> 0.082, ...: cumulative 0.605,
   # 0.827, 0.909; top_p 0.8 keeps the first two, ids 3 and 0.
