@@ -26,6 +26,7 @@ setup(
     "matplotlib>=3.10,<4",
     "numpy>=2.0,<3",
     "safetensors>=0.4,<1",  # GPT-2 checkpoints (rlhf_jax/lm/weights.py), read with NumPy
+    "regex>=2024.4.16,<2028",  # Unicode classes in GPT-2's pre-tokenizer (rlhf_jax/lm/tokenizer.py)
     # Labeling by a person (rlhf_jax/labeling): the app, clip encoding, datasets.
     "flask>=3.0,<4",
     "imageio-ffmpeg>=0.5,<0.7",
