@@ -178,18 +178,13 @@ def train_sft(config, workdir: str, stream=sys.stdout) -> SFTResult:
   return SFTResult(state=state, model=sft_model, records=records, samples=samples)
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "SFT config file (configs/lm_sft.py).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for data, metrics and the model.")
-
-
-def main(argv) -> None:
-  del argv
-  train_sft(_CONFIG.value, _WORKDIR.value)
-
-
 def run() -> None:
+  """The CLI. Its flags are defined here, not at import, so that this module and
+  rlhf_jax.train (whose --config is another) can both be imported in one process."""
+  config = config_flags.DEFINE_config_file("config", None, "SFT config file (configs/lm_sft.py).")
+  workdir = flags.DEFINE_string("workdir", None, "Directory for data, metrics and the model.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(lambda argv: train_sft(config.value, workdir.value))
 
 
 if __name__ == "__main__":
