@@ -5,6 +5,7 @@ import os
 import pytest
 
 from rlhf_jax import config as config_lib
+from rlhf_jax.lm import config as lm_config
 
 
 def _config(**overrides):
@@ -146,4 +147,6 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(CONFIGS) if f.endswith(".py")))
 def test_every_config_file_is_valid(name):
-  config_lib.validate(config_lib.load(os.path.join(CONFIGS, name)))
+  """configs/lm_*.py are language-model configs, checked by rlhf_jax.lm.config."""
+  config = config_lib.load(os.path.join(CONFIGS, name))
+  (lm_config.validate if name.startswith("lm_") else config_lib.validate)(config)
