@@ -2,9 +2,6 @@
 subprocess (tests/eight_devices_lm.py)."""
 
 import functools
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +14,8 @@ from jax.sharding import PartitionSpec as P
 from rlhf_jax.lm import heads
 from rlhf_jax.lm import model as model_lib
 from rlhf_jax.lm import sharding as lm_sharding
+from tests.test_sharding import run_on_eight_devices
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MESH_2X4 = AbstractMesh((2, 4), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
 
 
@@ -180,24 +177,5 @@ def test_trainer_on_one_device_trains_and_donates(preset):
 def test_on_eight_cpu_devices():
   """tests/eight_devices_lm.py in a process that sees 8 CPU devices: fsdp on (data 2,
   model 4) and (data 8), tensor_parallel on (data 2, model 4), against one device."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=REPO)
-  command = [
-    sys.executable,
-    "-m",
-    "pytest",
-    "-q",
-    "-p",
-    "no:cacheprovider",
-    "-m",
-    "slow or not slow",
-  ]
-  result = subprocess.run(
-    [*command, "tests/eight_devices_lm.py"],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=900,
-  )
-  assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
-  assert "24 passed" in result.stdout, result.stdout[-2000:]
+  stdout = run_on_eight_devices("tests/eight_devices_lm.py")
+  assert "24 passed" in stdout, stdout[-2000:]

@@ -32,23 +32,13 @@ def test_bad_mesh_is_refused(mesh, message):
 
 
 @pytest.mark.slow  # about 2.5 minutes on 2 cores, mostly compiling for 8 devices
-def test_on_eight_cpu_devices():
-  """tests/eight_devices.py, all of it (slow or not), in a process that sees 8 CPU devices:
-  8 devices against 1, shardings, the learned reward computed where its envs live, no
-  host transfer, checkpoints, seeds on a mesh."""
+def run_on_eight_devices(test_file: str) -> str:
+  """Runs `test_file`, all of it (slow or not), under pytest in a process that sees 8 CPU
+  devices; asserts it exits 0 and returns its stdout."""
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=REPO)
-  command = [
-    sys.executable,
-    "-m",
-    "pytest",
-    "-q",
-    "-p",
-    "no:cacheprovider",
-    "-m",
-    "slow or not slow",
-  ]
+  command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
   result = subprocess.run(
-    [*command, "tests/eight_devices.py"],
+    [*command, "-m", "slow or not slow", test_file],
     cwd=REPO,
     env=env,
     capture_output=True,
@@ -56,4 +46,12 @@ def test_on_eight_cpu_devices():
     timeout=900,
   )
   assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
-  assert "8 passed" in result.stdout, result.stdout[-2000:]
+  return result.stdout
+
+
+def test_on_eight_cpu_devices():
+  """tests/eight_devices.py in a process that sees 8 CPU devices: 8 devices against 1,
+  shardings, the learned reward computed where its envs live, no host transfer,
+  checkpoints, seeds on a mesh."""
+  stdout = run_on_eight_devices("tests/eight_devices.py")
+  assert "8 passed" in stdout, stdout[-2000:]
