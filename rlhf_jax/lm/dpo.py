@@ -27,7 +27,7 @@ import optax
 from rlhf_jax import reward_model
 from rlhf_jax.lm import losses
 from rlhf_jax.lm.model import Model
-from rlhf_jax.lm.rm import Comparisons, copy_tree, make_optimizer
+from rlhf_jax.lm.rm import Comparisons, as_sequences, copy_tree, make_optimizer
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -55,19 +55,11 @@ class DPO(NamedTuple):
 
 def pair_log_probs(model: Model, params, batch: Comparisons):
   """(log π(y₁ | x), log π(y₂ | x)): [B] each, from one forward over the 2B sequences."""
-  both = lambda x, y: jnp.concatenate([x, y], axis=0)
-  masks = both(batch.first_mask, batch.second_mask)
-  token_log_probs = losses.token_log_probs(
-    model,
-    params,
-    both(batch.prompts, batch.prompts),
-    both(batch.prompt_mask, batch.prompt_mask),
-    both(batch.first, batch.second),
-    masks,
-  )
-  sequences = losses.sequence_log_probs(token_log_probs, masks)
+  sequences = as_sequences(batch)
+  token_log_probs = losses.token_log_probs(model, params, *sequences)
+  log_probs = losses.sequence_log_probs(token_log_probs, sequences[-1])  # [2B]
   size = batch.prompts.shape[0]
-  return sequences[:size], sequences[size:]
+  return log_probs[:size], log_probs[size:]
 
 
 def make_dpo(model: Model, config: ml_collections.ConfigDict) -> DPO:

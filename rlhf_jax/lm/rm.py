@@ -59,18 +59,22 @@ class Comparisons(NamedTuple):
   weights: jax.Array | None = None  # float32 [B] or [B, E] (bootstrap); None: all 1
 
 
-def pair_scores(model: Model, params, batch: Comparisons):
-  """(scores of the first completions, scores of the second): [B] or [B, E] each, from
-  one forward pass over the 2B sequences."""
+def as_sequences(batch: Comparisons) -> tuple[jax.Array, ...]:
+  """The B pairs as 2B sequences, the first completions then the second: (prompts,
+  prompt_mask, completions, completion_mask), each [2B, ...], for one forward pass."""
   both = lambda x, y: jnp.concatenate([x, y], axis=0)
-  scores = heads.completion_scores(
-    model,
-    params,
+  return (
     both(batch.prompts, batch.prompts),
     both(batch.prompt_mask, batch.prompt_mask),
     both(batch.first, batch.second),
     both(batch.first_mask, batch.second_mask),
   )
+
+
+def pair_scores(model: Model, params, batch: Comparisons):
+  """(scores of the first completions, scores of the second): [B] or [B, E] each, from
+  one forward pass over the 2B sequences."""
+  scores = heads.completion_scores(model, params, *as_sequences(batch))
   size = batch.prompts.shape[0]
   return scores[:size], scores[size:]
 
