@@ -1,14 +1,22 @@
-"""The SFT run's config (`sft_main.py`) and its validation.
+"""The language-model runs' configs and their validation.
 
-`configs/lm_sft.py` starts from `default_config()`; `validate(config)` runs before
-anything is built and raises a ValueError saying which key is wrong and what to change.
+  default_config()    SFT alone (`sft_main.py`, `configs/lm_sft.py`)
+  pipeline_config()   SFT -> comparisons -> reward model -> PPO, best-of-n, DPO
+                      (`pipeline.py`, `configs/lm_rlhf.py`): default_config()'s keys for
+                      the SFT stage, and one sub-config per later stage built from that
+                      stage's module (rm, token_ppo, dpo default_config()), so each
+                      default lives in one place
+
+`validate(config)` and `validate_pipeline(config)` run before anything is built and
+raise a ValueError saying which key is wrong and what to change.
 """
 
 import os
 
 import ml_collections
 
-from rlhf_jax.lm import model, sft
+from rlhf_jax import teachers
+from rlhf_jax.lm import dpo, model, rm, sft, token_ppo
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -92,6 +100,122 @@ def validate(config) -> None:
       f"config.model.n_positions={config.model.n_positions}."
     )
   for key in ("sft_path", "eval_prompts_path"):
+    path = config.data[key]
+    if path and not os.path.isfile(path):
+      raise ValueError(f"config.data.{key}={path!r}: no such file.")
+
+
+STAGES = ("sft", "comparisons", "rm", "ppo", "best_of_n", "dpo")
+
+
+def pipeline_config() -> ml_collections.ConfigDict:
+  """SFT's keys plus the later stages'; values for the `cpu` model on the default task."""
+  config = default_config()
+  config.train.steps = 1_000  # the SFT loss is flat after ~900 steps (configs/lm_sft.py)
+  # The stages to run, in STAGES order; a stage whose output is in the workdir is
+  # skipped. Without "sft", `model.checkpoint` is the SFT model the others start from.
+  config.stages = ",".join(STAGES)
+  config.data.prompts_path = ""  # JSONL {"prompt"} for comparisons and PPO; "": default task
+  config.data.comparisons_path = ""  # JSONL {"prompt", "chosen", "rejected"}: skips collection
+
+  # Completions that every stage samples, scores and learns from.
+  config.completion = ml_collections.ConfigDict()
+  config.completion.max_new_tokens = 64
+  config.completion.temperature = 1.0
+
+  # Pairs of SFT samples of one train prompt, labelled by a simulated teacher whose
+  # "return" of a completion is its gold reward (B-Pref's teachers, `teachers.py`).
+  config.comparisons = ml_collections.ConfigDict()
+  config.comparisons.num_pairs = 2_000
+  config.comparisons.batch_size = 128  # prompts sampled at once
+  config.comparisons.teacher = "oracle"  # a teachers.PRESETS name
+  config.comparisons.teacher_params = ml_collections.ConfigDict(teachers.TeacherParams()._asdict())
+
+  config.rm = rm.default_config()
+  config.rm.learning_rate = 1e-4  # the cpu model's; rm.default_config() is GPT-2-size
+  config.rm.steps = 600
+  config.rm.batch_size = 32
+  config.rm.held_out_fraction = 0.1  # of the comparisons, for the held-out accuracy
+  config.rm.normalize_samples = 256  # SFT samples of train prompts the scores are normalized on
+
+  config.ppo = token_ppo.default_config()
+  config.ppo.learning_rate = 1e-5
+  config.ppo.value_learning_rate = 1e-4
+  config.ppo.steps = 200
+  config.ppo.batch_size = 32  # prompts per step
+  config.ppo.eval_every = 25  # steps; also the checkpoint interval
+  config.ppo.kl.target = 6.0
+
+  config.best_of_n = ml_collections.ConfigDict()
+  config.best_of_n.ns = (1, 2, 4, 8, 16, 32)
+
+  config.dpo = dpo.default_config()
+  config.dpo.learning_rate = 1e-5
+  config.dpo.steps = 600
+  config.dpo.batch_size = 32
+  config.dpo.eval_every = 100
+
+  # Every evaluation samples these held-out prompts once and reports the gold reward,
+  # the proxy (reward-model) score and KL(policy || SFT).
+  config.eval = ml_collections.ConfigDict()
+  config.eval.num_prompts = 128
+  config.eval.num_printed = 2
+  config.checkpoint_keep = 2
+  return config
+
+
+def validate_pipeline(config) -> None:
+  """`validate` of the SFT keys, then the later stages'."""
+  validate(config)
+  stages = [stage for stage in config.stages.split(",") if stage]
+  unknown = [stage for stage in stages if stage not in STAGES]
+  if unknown or not stages:
+    raise ValueError(
+      f"config.stages={config.stages!r}: {unknown or 'nothing'} is not a stage; list some of "
+      f"{','.join(STAGES)}."
+    )
+  if "sft" not in stages and not config.model.checkpoint:
+    raise ValueError(
+      "config.stages leaves out sft, so config.model.checkpoint must name the SFT model "
+      "(a GPT-2 directory) the other stages start from."
+    )
+  for key in (
+    "completion.max_new_tokens",
+    "comparisons.num_pairs",
+    "comparisons.batch_size",
+    "rm.steps",
+    "rm.batch_size",
+    "rm.normalize_samples",
+    "ppo.steps",
+    "ppo.batch_size",
+    "ppo.eval_every",
+    "dpo.steps",
+    "dpo.batch_size",
+    "dpo.eval_every",
+    "eval.num_prompts",
+    "checkpoint_keep",
+  ):
+    section, name = key.split(".") if "." in key else (None, key)
+    value = config[name] if section is None else config[section][name]
+    if value < 1:
+      raise ValueError(f"config.{key} must be at least 1, got {value}.")
+  if not 0 < config.rm.held_out_fraction < 1:
+    raise ValueError(
+      f"config.rm.held_out_fraction must be in (0, 1), got {config.rm.held_out_fraction}."
+    )
+  if config.comparisons.teacher not in teachers.PRESETS:
+    raise ValueError(
+      f"config.comparisons.teacher={config.comparisons.teacher!r} is unknown; choose one of "
+      f"{tuple(teachers.PRESETS)}."
+    )
+  if config.ppo.batch_size % config.ppo.num_minibatches:
+    raise ValueError(
+      f"config.ppo.num_minibatches={config.ppo.num_minibatches} must divide "
+      f"config.ppo.batch_size={config.ppo.batch_size}."
+    )
+  if any(n < 1 for n in config.best_of_n.ns):
+    raise ValueError(f"config.best_of_n.ns={config.best_of_n.ns}: every n must be >= 1.")
+  for key in ("prompts_path", "comparisons_path"):
     path = config.data[key]
     if path and not os.path.isfile(path):
       raise ValueError(f"config.data.{key}={path!r}: no such file.")

@@ -3,7 +3,7 @@
 One JSON object per line; blank lines are skipped; other fields are ignored.
   SFT text      {"text": ...}  or  {"prompt": ..., "completion": ...}
   prompts       {"prompt": ...}
-  comparisons   {"prompt": ..., "chosen": ..., "rejected": ...}
+  comparisons   {"prompt": ..., "chosen": ..., "rejected": ...}  (+ "tie": true for a tie)
                 (the shape of Anthropic's HH-RLHF and of summarize-from-feedback once
                 flattened; "chosen" and "rejected" are completions of the prompt)
 A malformed row raises ValueError naming the file and the line. The default task
@@ -15,6 +15,10 @@ and the EOS (`target_mask`), never BOS, the prompt or padding. A plain {"text"} 
 completion with an empty prompt. Sequences are right-padded to a fixed length; a longer
 one keeps its first tokens (its end, EOS included, is cut off), and one whose completion
 is cut off entirely has no targets (`count_truncated` says how many are cut).
+
+For the later stages, `prompt_arrays` left-pads prompts and `completion_arrays`
+right-pads completions (+ EOS) as `sampling.sample` lays them out, so a text comparison
+and a sampled pair reach the reward model in the same layout.
 """
 
 import json
@@ -24,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rlhf_jax.lm.tokenizer import Tokenizer, right_pad
+from rlhf_jax.lm.tokenizer import Tokenizer, left_pad, right_pad
 
 
 class SFTExample(NamedTuple):
@@ -36,6 +40,7 @@ class Comparison(NamedTuple):
   prompt: str
   chosen: str
   rejected: str
+  tie: bool = False  # the labeller found them equally good (B-Pref's "equal" answer)
 
 
 class SFTBatch(NamedTuple):
@@ -108,10 +113,16 @@ def read_prompts(path: str) -> list[str]:
 
 
 def read_comparisons(path: str) -> list[Comparison]:
-  """Comparisons from rows {"prompt", "chosen", "rejected"}."""
+  """Comparisons from rows {"prompt", "chosen", "rejected"} and an optional boolean
+  "tie" (true: equally good, so neither is chosen)."""
   names = ["prompt", "chosen", "rejected"]
-  rows = read_jsonl(path)
-  return _nonempty(path, [Comparison(*_fields(path, n, row, names)) for n, row in rows])
+  comparisons = []
+  for line_number, row in read_jsonl(path):
+    tie = row.get("tie", False)
+    if not isinstance(tie, bool):
+      raise ValueError(f"{path}:{line_number}: field 'tie' must be true or false, got {tie!r}.")
+    comparisons.append(Comparison(*_fields(path, line_number, row, names), tie=tie))
+  return _nonempty(path, comparisons)
 
 
 def write_jsonl(path: str, rows: Iterable[dict]) -> None:
@@ -144,3 +155,25 @@ def sft_batch(tokenizer: Tokenizer, examples: Sequence[SFTExample], length: int)
 def count_truncated(tokenizer: Tokenizer, examples: Sequence[SFTExample], length: int) -> int:
   """How many examples are longer than `length` tokens (and lose their end)."""
   return sum(len(encode_sft_example(tokenizer, e)[0]) > length for e in examples)
+
+
+def prompt_arrays(tokenizer: Tokenizer, prompts: Sequence[str], length: int):
+  """(tokens int32 [B, length], mask bool [B, length]): each prompt's `encode_prompt`
+  ids left-padded (a longer one keeps its last `length` ids), as sampling takes them."""
+  return left_pad(
+    [encode_prompt(tokenizer, prompt) for prompt in prompts], length, tokenizer.pad_id
+  )
+
+
+def completion_arrays(tokenizer: Tokenizer, completions: Sequence[str], length: int):
+  """(tokens int32 [B, length], mask bool [B, length]): each completion's ids + [EOS]
+  right-padded and cut to `length`, as `sampling.sample` (with eos_id) lays them out."""
+  encoded = [[*tokenizer.encode(text), tokenizer.eos_id] for text in completions]
+  return right_pad(encoded, length, tokenizer.pad_id)
+
+
+def decode_completions(tokenizer: Tokenizer, tokens, mask) -> list[str]:
+  """The texts of completions tokens [B, N] (their real tokens per `mask`; special ids
+  such as EOS are dropped by `decode`)."""
+  tokens, mask = np.asarray(tokens), np.asarray(mask, bool)
+  return [tokenizer.decode(row[kept]) for row, kept in zip(tokens, mask, strict=True)]
