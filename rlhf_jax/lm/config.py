@@ -139,9 +139,11 @@ def pipeline_config() -> ml_collections.ConfigDict:
   config.rm.normalize_samples = 256  # SFT samples of train prompts the scores are normalized on
 
   config.ppo = token_ppo.default_config()
-  config.ppo.learning_rate = 1e-5
+  # A tenth of SFT's peak rate: the cpu model is ~1,000x smaller than the GPT-2 sizes
+  # token_ppo.default_config()'s 1e-5 was set for.
+  config.ppo.learning_rate = 1e-4
   config.ppo.value_learning_rate = 1e-4
-  config.ppo.steps = 200
+  config.ppo.steps = 150
   config.ppo.batch_size = 32  # prompts per step
   config.ppo.eval_every = 25  # steps; also the checkpoint interval
   config.ppo.kl.target = 6.0
@@ -150,10 +152,10 @@ def pipeline_config() -> ml_collections.ConfigDict:
   config.best_of_n.ns = (1, 2, 4, 8, 16, 32)
 
   config.dpo = dpo.default_config()
-  config.dpo.learning_rate = 1e-5
-  config.dpo.steps = 600
+  config.dpo.learning_rate = 5e-5
+  config.dpo.steps = 300  # ~5 passes over 1,800 train comparisons
   config.dpo.batch_size = 32
-  config.dpo.eval_every = 100
+  config.dpo.eval_every = 50
 
   # Every evaluation samples these held-out prompts once and reports the gold reward,
   # the proxy (reward-model) score and KL(policy || SFT).
