@@ -126,6 +126,7 @@ def tiny_config(**stage_steps) -> ConfigDict:
   config.ppo.update(steps=2, eval_every=1, batch_size=4, num_minibatches=2, ppo_epochs=1)
   config.ppo.learning_rate = 1e-3
   config.dpo.update(steps=2, eval_every=1, batch_size=4)
+  config.online.update(label_every=1, candidates=4, labels_per_round=2, rm_steps=1)
   config.best_of_n.ns = (1, 2)
   config.eval.update(num_prompts=4, num_printed=0)
   for key, value in stage_steps.items():
@@ -138,7 +139,9 @@ def tiny_config(**stage_steps) -> ConfigDict:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("pipeline"))
-  rows = pipeline.run_pipeline(tiny_config(), workdir, stream=open(os.devnull, "w"))
+  config = tiny_config()
+  config.stages = ",".join(config_lib.STAGES)  # every stage, online too
+  rows = pipeline.run_pipeline(config, workdir, stream=open(os.devnull, "w"))
   return workdir, rows
 
 
@@ -163,8 +166,10 @@ def test_every_stage_writes_its_output_and_results(finished_run):
   comparisons = data.read_comparisons(os.path.join(workdir, "comparisons.jsonl"))
   assert len(comparisons) == 24
   with open(os.path.join(workdir, "metrics.jsonl")) as file:
-    stages = {json.loads(line)["stage"] for line in file}
-  assert stages == {"comparisons", "rm", "ppo", "dpo"}
+    metrics = [json.loads(line) for line in file]
+  assert {row["stage"] for row in metrics} == {"comparisons", "rm", "ppo", "online", "dpo"}
+  # Online: 22 offline train pairs (24 less 2 held out), then 2 more before each step.
+  assert [row["labels"] for row in metrics if row["stage"] == "online"] == [24, 26]
 
 
 @pytest.mark.slow

@@ -105,7 +105,7 @@ def validate(config) -> None:
       raise ValueError(f"config.data.{key}={path!r}: no such file.")
 
 
-STAGES = ("sft", "comparisons", "rm", "ppo", "best_of_n", "dpo")
+STAGES = ("sft", "comparisons", "rm", "ppo", "online", "best_of_n", "dpo")
 
 
 def pipeline_config() -> ml_collections.ConfigDict:
@@ -114,7 +114,7 @@ def pipeline_config() -> ml_collections.ConfigDict:
   config.train.steps = 1_000  # the SFT loss is flat after ~900 steps (configs/lm_sft.py)
   # The stages to run, in STAGES order; a stage whose output is in the workdir is
   # skipped. Without "sft", `model.checkpoint` is the SFT model the others start from.
-  config.stages = ",".join(STAGES)
+  config.stages = "sft,comparisons,rm,ppo,best_of_n,dpo"  # "online" is opt-in
   config.data.prompts_path = ""  # JSONL {"prompt"} for comparisons and PPO; "": default task
   config.data.comparisons_path = ""  # JSONL {"prompt", "chosen", "rejected"}: skips collection
 
@@ -150,6 +150,14 @@ def pipeline_config() -> ml_collections.ConfigDict:
   config.ppo.batch_size = 32  # prompts per step
   config.ppo.eval_every = 25  # steps; also the checkpoint interval
   config.ppo.kl.target = 6.0
+
+  # Ziegler et al.'s online labels during PPO (pipeline.stage_online); ppo.* applies.
+  config.online = ml_collections.ConfigDict()
+  config.online.label_every = 10  # PPO steps between rounds of labels (one at step 0)
+  config.online.candidates = 128  # prompts whose two policy samples are candidate pairs
+  config.online.labels_per_round = 32
+  config.online.query = "entropy"  # uniform, entropy, or disagreement (needs rm.ensemble_size)
+  config.online.rm_steps = 20  # reward-model steps after each round, on every label so far
 
   config.best_of_n = ml_collections.ConfigDict()
   config.best_of_n.ns = (1, 2, 4, 8, 16, 32)
@@ -194,6 +202,9 @@ def validate_pipeline(config) -> None:
     "ppo.steps",
     "ppo.batch_size",
     "ppo.eval_every",
+    "online.label_every",
+    "online.candidates",
+    "online.labels_per_round",
     "dpo.steps",
     "dpo.batch_size",
     "dpo.eval_every",
@@ -217,6 +228,20 @@ def validate_pipeline(config) -> None:
     raise ValueError(
       f"config.ppo.num_minibatches={config.ppo.num_minibatches} must divide "
       f"config.ppo.batch_size={config.ppo.batch_size}."
+    )
+  if config.online.query not in ("uniform", "entropy", "disagreement"):
+    raise ValueError(
+      f"config.online.query={config.online.query!r}; choose uniform, entropy or disagreement."
+    )
+  if config.online.query == "disagreement" and (config.rm.ensemble_size or 1) < 2:
+    raise ValueError(
+      "config.online.query='disagreement' needs a reward ensemble: set "
+      "config.rm.ensemble_size >= 2."
+    )
+  if config.online.labels_per_round > config.online.candidates:
+    raise ValueError(
+      f"config.online.labels_per_round={config.online.labels_per_round} exceeds "
+      f"config.online.candidates={config.online.candidates}."
     )
   if any(n < 1 for n in config.best_of_n.ns):
     raise ValueError(f"config.best_of_n.ns={config.best_of_n.ns}: every n must be >= 1.")

@@ -27,7 +27,8 @@ import optax
 from rlhf_jax import reward_model
 from rlhf_jax.lm import losses
 from rlhf_jax.lm.model import Model
-from rlhf_jax.lm.rm import Comparisons, as_sequences, copy_tree, make_optimizer
+from rlhf_jax.lm.rm import Comparisons, as_sequences, copy_tree
+from rlhf_jax.lm.sft import make_optimizer
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -13,6 +13,10 @@ is skipped when that output is already there, so a stopped run picks up where it
                scores normalized over SFT samples                     -> rm/params.msgpack
   ppo          token PPO on the reward model with a KL penalty to the SFT model
                (`token_ppo.py`), checkpointed every `ppo.eval_every` steps: resumes exactly
+  online       the same PPO with Ziegler et al.'s online labels: every `online.label_every`
+               steps, pairs of the policy's own samples chosen by a query method are
+               labelled and the reward model refit (`stage_online`); not in the default
+               stages
   best_of_n    best-of-n of the SFT model by the reward model, n in `best_of_n.ns`
   dpo          DPO on the same train comparisons (`dpo.py`), checkpointed like ppo
 
@@ -38,11 +42,12 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from rlhf_jax import checkpoint as checkpoint_lib
-from rlhf_jax import teachers
+from rlhf_jax import queries, teachers
 from rlhf_jax.lm import (
   data,
   dpo,
   gold,
+  heads,
   model,
   rm,
   sampling,
@@ -68,6 +73,7 @@ RESUMABLE = (
 )
 # fold_in(key(seed), n) for each stage's randomness, so that stages draw independently.
 STAGE_KEYS = {
+  "online": 10,
   "comparisons": 1,
   "rm": 3,
   "rm_bootstrap": 4,
@@ -260,8 +266,9 @@ def label_pairs(comparisons_config, key, gold_first, gold_second):
 
 
 def comparison_arrays(run: Run, comparisons) -> rm.Comparisons:
-  """Text comparisons as arrays, chosen first (label 1; a tie 0.5)."""
-  length = run.prompt_length([c.prompt for c in comparisons])
+  """Text comparisons as arrays, chosen first (label 1; a tie 0.5); prompts as wide as
+  the widest of them and of the train prompts (so online pairs fit beside them)."""
+  length = run.prompt_length([c.prompt for c in comparisons] + run.train_prompts)
   prompts, prompt_mask = data.prompt_arrays(run.tokenizer, [c.prompt for c in comparisons], length)
   n = run.config.completion.max_new_tokens
   first, first_mask = data.completion_arrays(run.tokenizer, [c.chosen for c in comparisons], n)
@@ -360,7 +367,8 @@ def _restore(checkpoints, state, run: Run, stage: str):
 def _train_with_checkpoints(
   run: Run, stage: str, state, step_fn, batch_fn, params_of, steps: int, every: int
 ):
-  """The loop ppo and dpo share: steps from the newest checkpoint on, an evaluation, a
+  """The loop ppo, online and dpo share: `step_fn(state, *batch_fn(index), key)` (jitted
+  by the caller, or a host function) from the newest checkpoint on; an evaluation, a
   results row and a checkpoint every `every` steps and at the end."""
   checkpoints = checkpoint_lib.Checkpointer(run.path(stage), run.config.checkpoint_keep)
   state, start = _restore(checkpoints, state, run, stage)
@@ -368,7 +376,6 @@ def _train_with_checkpoints(
     checkpoints.close()
     return
   evaluator = run.evaluator(run.rm_params)
-  step_fn = jax.jit(step_fn, donate_argnums=0)
   key = jax.random.fold_in(run.key, STAGE_KEYS[stage])
   begin, rows = time.time(), []
   for index in range(start, steps):
@@ -384,24 +391,142 @@ def _train_with_checkpoints(
   checkpoints.close()
 
 
-def stage_ppo(run: Run) -> None:
+def _ppo_config(run: Run) -> ml_collections.ConfigDict:
+  """config.ppo with the completion settings and the tokenizer's EOS filled in."""
   config = ml_collections.ConfigDict(run.config.ppo.to_dict())
   config.max_new_tokens = run.config.completion.max_new_tokens
   config.temperature = run.config.completion.temperature
   config.eos_id = run.tokenizer.eos_id
-  ppo = token_ppo.make_token_ppo(run.model, config, rm.make_score_fn(run.model))
-  # The state is donated to each step: it must not share buffers with run.rm_params.
-  state = ppo.init(run.sft_params, run.rm_params, score_params=rm.copy_tree(run.rm_params))
+  return config
+
+
+def _ppo_batches(run: Run, batch_size: int):
+  """index -> (prompts, prompt_mask) of step `index`: a seeded draw of train prompts, the
+  same for ppo and online."""
   length = run.prompt_length(run.train_prompts)
 
   def batch(index):
     rng = np.random.default_rng([run.config.seed, 5, index])
-    return data.prompt_arrays(
-      run.tokenizer, list(rng.choice(run.train_prompts, config.batch_size)), length
+    prompts = list(rng.choice(run.train_prompts, batch_size))
+    return data.prompt_arrays(run.tokenizer, prompts, length)
+
+  return batch
+
+
+def stage_ppo(run: Run) -> None:
+  config = _ppo_config(run)
+  ppo = token_ppo.make_token_ppo(run.model, config, rm.make_score_fn(run.model))
+  # The state is donated to each step: it must not share buffers with run.rm_params.
+  state = ppo.init(run.sft_params, run.rm_params, score_params=rm.copy_tree(run.rm_params))
+  _train_with_checkpoints(
+    run,
+    "ppo",
+    state,
+    jax.jit(ppo.step, donate_argnums=0),
+    _ppo_batches(run, config.batch_size),
+    lambda s: s.policy_params,
+    config.steps,
+    config.eval_every,
+  )
+
+
+@flax.struct.dataclass
+class OnlineState:
+  ppo: token_ppo.TokenPPOState
+  reward: rm.RewardFitState  # the reward model being refit; ppo.score_params is a copy
+  buffer: rm.Comparisons  # every label so far, in a fixed capacity (weights 0: empty)
+  count: jax.Array  # int32 []: rows of `buffer` filled
+
+
+def stage_online(run: Run) -> None:
+  """Ziegler et al.'s online loop: PPO as in stage_ppo, and every `online.label_every`
+  steps (from step 0) a round of labels about the current policy's own samples.
+
+    candidates  `online.candidates` train prompts, two policy completions of each
+    select      `online.labels_per_round` of them by `online.query` (queries.py: uniform,
+                disagreement or entropy of the reward ensemble's members)
+    label       the configured teacher on their gold rewards (label_pairs)
+    refit       `online.rm_steps` reward-model steps on every label so far (the offline
+                train comparisons first), then PPO's reward becomes the refit model
+
+  The labels live in a buffer sized for ppo.steps, inside the checkpointed state: a
+  finished online stage cannot be extended by raising ppo.steps (use a new workdir).
+  """
+  config, ppo_config = run.config.online, _ppo_config(run)
+  ppo = token_ppo.make_token_ppo(run.model, ppo_config, rm.make_score_fn(run.model))
+  fit = rm.make_reward_fit(run.model, run.config.rm)
+  offline, _ = split_comparisons(run)
+  rounds = -(-ppo_config.steps // config.label_every)
+  capacity = len(offline.labels) + rounds * config.labels_per_round
+  pad = lambda x: np.concatenate([x, np.zeros((capacity - len(x),) + x.shape[1:], x.dtype)])
+  weights = np.ones_like(offline.labels)
+  buffer = rm.Comparisons(*(pad(np.asarray(x)) for x in offline[:7]), weights=pad(weights))
+  reward = fit.init(None, rm.copy_tree(run.rm_params))  # continues the offline model
+  state = OnlineState(
+    ppo=ppo.init(run.sft_params, run.rm_params, score_params=rm.copy_tree(run.rm_params)),
+    reward=reward,
+    buffer=jax.device_put(buffer),
+    count=jnp.asarray(len(offline.labels), jnp.int32),
+  )
+  width = offline.prompts.shape[1]
+  ppo_step = jax.jit(ppo.step, donate_argnums=0)
+  fit_step = jax.jit(fit.step, donate_argnums=0)
+  sample = run.sampler()
+  member_scores = jax.jit(lambda params, *x: heads.completion_scores(run.model, params, *x))
+  select = jax.jit(queries.select, static_argnames=("method", "num"))
+
+  def label_round(state: OnlineState, index: int, key) -> OnlineState:
+    rng = np.random.default_rng([run.config.seed, STAGE_KEYS["online"], index])
+    prompts = list(rng.choice(run.train_prompts, config.candidates))
+    tokens, mask = data.prompt_arrays(run.tokenizer, prompts, width)
+    keys = jax.random.split(key, 4)
+    first, second = (sample(state.ppo.policy_params, k, tokens, mask) for k in keys[:2])
+    as_members = lambda s: s.T if s.ndim == 2 else s[None]  # [M, C], as queries.py takes
+    scores = [
+      as_members(member_scores(state.reward.params, tokens, mask, c.tokens, c.mask))
+      for c in (first, second)
+    ]
+    chosen = np.asarray(select(config.query, keys[2], *scores, config.labels_per_round))
+    golds = []
+    for c in (first, second):
+      texts = data.decode_completions(run.tokenizer, c.tokens[chosen], c.mask[chosen])
+      golds.append(
+        np.array([run.gold_fn(prompts[i], y) for i, y in zip(chosen, texts, strict=True)])
+      )
+    labels, valid = label_pairs(run.config.comparisons, keys[3], *golds)
+    buffer = jax.tree.map(np.array, state.buffer)  # host copies to write the round into
+    rows = slice(int(state.count), int(state.count) + len(chosen))
+    buffer.prompts[rows], buffer.prompt_mask[rows] = tokens[chosen], mask[chosen]
+    buffer.first[rows], buffer.first_mask[rows] = first.tokens[chosen], first.mask[chosen]
+    buffer.second[rows], buffer.second_mask[rows] = second.tokens[chosen], second.mask[chosen]
+    buffer.labels[rows], buffer.weights[rows] = labels, valid.astype(np.float32)  # 0: skipped
+    reward, filled = state.reward, jax.tree.map(lambda x: x[: rows.stop], buffer)
+    for _ in range(config.rm_steps):
+      reward, _ = fit_step(reward, minibatch(filled, rng, run.config.rm.batch_size))
+    return OnlineState(
+      ppo=state.ppo.replace(score_params=rm.copy_tree(reward.params)),
+      reward=reward,
+      buffer=jax.device_put(buffer),
+      count=jnp.asarray(rows.stop, jnp.int32),
     )
 
+  def step(state: OnlineState, prompts, prompt_mask, key):
+    key_label, key_ppo = jax.random.split(key)
+    index = int(state.ppo.steps)
+    if index % config.label_every == 0:
+      state = label_round(state, index, key_label)
+    ppo_state, metrics = ppo_step(state.ppo, prompts, prompt_mask, key_ppo)
+    return state.replace(ppo=ppo_state), {**metrics, "labels": state.count}
+
   _train_with_checkpoints(
-    run, "ppo", state, ppo.step, batch, lambda s: s.policy_params, config.steps, config.eval_every
+    run,
+    "online",
+    state,
+    step,
+    _ppo_batches(run, ppo_config.batch_size),
+    lambda s: s.ppo.policy_params,
+    ppo_config.steps,
+    ppo_config.eval_every,
   )
 
 
@@ -417,7 +542,14 @@ def stage_dpo(run: Run) -> None:
     )
 
   _train_with_checkpoints(
-    run, "dpo", state, method.step, batch, lambda s: s.params, config.steps, config.eval_every
+    run,
+    "dpo",
+    state,
+    jax.jit(method.step, donate_argnums=0),
+    batch,
+    lambda s: s.params,
+    config.steps,
+    config.eval_every,
   )
 
 
@@ -459,16 +591,22 @@ def run_pipeline(config, workdir: str, stream=sys.stdout) -> list[dict]:
     stage_comparisons(run)
   if "rm" in run.stages:
     stage_rm(run)
-  if {"ppo", "best_of_n"} & set(run.stages) and not os.path.exists(
+  if {"ppo", "online", "best_of_n"} & set(run.stages) and not os.path.exists(
     run.path("rm", "params.msgpack")
   ):
-    raise ValueError("ppo and best_of_n need the reward model: add 'rm' to config.stages.")
+    raise ValueError("ppo, online and best_of_n need the reward model: add 'rm' to config.stages.")
   run.rm_params = load_rm(run) if os.path.exists(run.path("rm", "params.msgpack")) else None
   # The starting point of every curve, measured again once a reward model gives a proxy.
   sft_rows = [row for row in read_results(run.path("results.jsonl")) if row["method"] == "sft"]
   if not sft_rows or ("proxy" not in sft_rows[-1] and run.rm_params is not None):
     run.result("sft", 0, run.evaluator(run.rm_params)(run.sft_params), 0.0)
-  for name, stage in (("ppo", stage_ppo), ("best_of_n", stage_best_of_n), ("dpo", stage_dpo)):
+  later = (
+    ("ppo", stage_ppo),
+    ("online", stage_online),
+    ("best_of_n", stage_best_of_n),
+    ("dpo", stage_dpo),
+  )
+  for name, stage in later:
     if name in run.stages:
       stage(run)
   return read_results(run.path("results.jsonl"))

@@ -34,6 +34,7 @@ import optax
 
 from rlhf_jax.lm import heads, losses
 from rlhf_jax.lm.model import Model
+from rlhf_jax.lm.sft import make_optimizer
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -86,14 +87,6 @@ def bootstrap_weights(key, num_pairs: int, ensemble_size: int):
   return jax.random.poisson(key, 1.0, (num_pairs, ensemble_size)).astype(jnp.float32)
 
 
-def make_optimizer(learning_rate, max_grad_norm: float) -> optax.GradientTransformation:
-  """Adam, after clipping the gradient's global norm to `max_grad_norm` (0: no clip)."""
-  adam = optax.adam(learning_rate)
-  if max_grad_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), adam)
-  return adam
-
-
 def copy_tree(tree):
   """New buffers with the same values, so that a state can be donated to a jitted step
   without deleting the caller's arrays (or two fields sharing one buffer)."""
@@ -108,7 +101,7 @@ class RewardFitState:
 
 
 class RewardFit(NamedTuple):
-  init: Callable  # (key, sft_params) -> RewardFitState
+  init: Callable  # (key, sft_params or a reward model's params) -> RewardFitState
   step: Callable  # (state, Comparisons, key=None) -> (state, metrics)
   evaluate: Callable  # (params, Comparisons) -> metrics on held-out pairs
 
@@ -125,9 +118,12 @@ def make_reward_fit(model: Model, config: ml_collections.ConfigDict) -> RewardFi
   optimizer = make_optimizer(config.learning_rate, config.max_grad_norm)
 
   def init(key, sft_params) -> RewardFitState:
-    params = heads.with_head(
-      key, copy_tree(sft_params), model.config.n_embd, config.ensemble_size, config.head_std
-    )
+    if "head" in sft_params:  # a reward model already: continue fitting it
+      params = sft_params
+    else:
+      params = heads.with_head(
+        key, copy_tree(sft_params), model.config.n_embd, config.ensemble_size, config.head_std
+      )
     return RewardFitState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
   def loss_fn(params, batch: Comparisons):

@@ -84,14 +84,25 @@ def make_learning_rate(train_config) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
+def make_optimizer(learning_rate, max_grad_norm: float, weight_decay: float = 0.0):
+  """Adam (AdamW when `weight_decay` > 0) after clipping the gradient's global norm to
+  `max_grad_norm` (0: no clipping); every LM stage's optimizer. `learning_rate` is a
+  number or an optax schedule."""
+  if weight_decay > 0:
+    adam = optax.adamw(learning_rate, weight_decay=weight_decay)
+  else:
+    adam = optax.adam(learning_rate)
+  if max_grad_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), adam)
+  return adam
+
+
 def make_sft(train_config, model: Model) -> SFT:
   """SFT's pure functions. `train_config` holds learning_rate, warmup_steps, schedule,
   steps, end_learning_rate_fraction, weight_decay, max_grad_norm (0: no clipping); it is
   read here, at build time."""
   learning_rate = make_learning_rate(train_config)
-  clip = optax.clip_by_global_norm(train_config.max_grad_norm)
-  adam = optax.adamw(learning_rate, weight_decay=train_config.weight_decay)
-  optimizer = optax.chain(clip, adam) if train_config.max_grad_norm > 0 else adam
+  optimizer = make_optimizer(learning_rate, train_config.max_grad_norm, train_config.weight_decay)
   loss_fn = lambda params, batch: sft_loss(model, params, batch)
 
   def init(key, params=None) -> SFTState:

@@ -8,7 +8,8 @@ every `log_every` steps (step, loss, token accuracy, tokens/s, elapsed), appends
 logged row to `<workdir>/metrics.jsonl`, and at the end samples completions of held-out
 prompts, prints a few (with their gold reward on the default task) and logs the
 samples' mean gold reward and form. The final weights are written to `<workdir>/model/`
-as a GPT-2 checkpoint (`weights.save_gpt2`); there is no resume yet.
+as a GPT-2 checkpoint (`weights.save_gpt2`); there is no resume within SFT (the pipeline
+(`pipeline.py`) skips a finished SFT stage).
 """
 
 import json
@@ -24,7 +25,7 @@ from ml_collections import config_flags
 
 from rlhf_jax.lm import data, gold, model, sampling, sft, synthetic, weights
 from rlhf_jax.lm.config import validate
-from rlhf_jax.lm.tokenizer import left_pad, make_tokenizer
+from rlhf_jax.lm.tokenizer import make_tokenizer
 
 
 class SFTResult(NamedTuple):
@@ -68,10 +69,10 @@ def _load_data(config, workdir: str):
 
 def sample_completions(config, sft_model, params, tokenizer, prompts, key):
   """Host side: completion texts of `prompts` (left-padded after BOS) with the KV cache."""
-  encoded = [data.encode_prompt(tokenizer, prompt) for prompt in prompts]
-  length = min(max(map(len, encoded)), sft_model.config.n_positions - 1)
+  length = max(len(data.encode_prompt(tokenizer, prompt)) for prompt in prompts)
+  length = min(length, sft_model.config.n_positions - 1)
   max_new_tokens = min(config.sample.max_new_tokens, sft_model.config.n_positions - length)
-  tokens, mask = left_pad(encoded, length, tokenizer.pad_id)
+  tokens, mask = data.prompt_arrays(tokenizer, prompts, length)
   sample = jax.jit(sampling.sample, static_argnames=("model", "max_new_tokens", "top_k", "eos_id"))
   completion = sample(
     sft_model,
@@ -83,8 +84,7 @@ def sample_completions(config, sft_model, params, tokenizer, prompts, key):
     temperature=config.sample.temperature,
     eos_id=tokenizer.eos_id,
   )
-  ids, keep = np.asarray(completion.tokens), np.asarray(completion.mask)
-  return [tokenizer.decode(row[kept]) for row, kept in zip(ids, keep, strict=True)]
+  return data.decode_completions(tokenizer, completion.tokens, completion.mask)
 
 
 def train_sft(config, workdir: str, stream=sys.stdout) -> SFTResult:

@@ -48,7 +48,8 @@ import optax
 
 from rlhf_jax.lm import heads, losses, sampling
 from rlhf_jax.lm.model import Model
-from rlhf_jax.lm.rm import copy_tree, make_optimizer
+from rlhf_jax.lm.rm import copy_tree
+from rlhf_jax.lm.sft import make_optimizer
 
 KL_CONTROLLERS = ("adaptive", "fixed")
 
