@@ -155,6 +155,8 @@ def test_every_stage_writes_its_output_and_results(finished_run):
     ("sft", 0),
     ("ppo", 1),
     ("ppo", 2),
+    ("online", 1),
+    ("online", 2),
     ("best_of_1", 0),
     ("best_of_2", 0),
     ("dpo", 1),
@@ -162,7 +164,7 @@ def test_every_stage_writes_its_output_and_results(finished_run):
   ]
   sft = rows[0]
   assert sft["kl"] == 0.0 and -1 <= sft["gold"] <= 1 and "proxy" in sft
-  assert rows[3]["kl"] == 0.0 and rows[4]["kl"] == pytest.approx(np.log(2) - 0.5)
+  assert rows[5]["kl"] == 0.0 and rows[6]["kl"] == pytest.approx(np.log(2) - 0.5)
   comparisons = data.read_comparisons(os.path.join(workdir, "comparisons.jsonl"))
   assert len(comparisons) == 24
   with open(os.path.join(workdir, "metrics.jsonl")) as file:
