@@ -10,7 +10,15 @@ instead of a threshold copied from one run's output.
 `gpt2_forward` is GPT-2's forward pass written out in float64 NumPy on the tensors of a
 checkpoint in Hugging Face's names and layout, for one unpadded sequence, one head at a
 time: the language-model tests compare rlhf_jax.lm against it.
+
+`tensorboard_scalars` reads the scalars of a directory's TensorBoard event files by the
+TFRecord framing (length, CRC, Event proto, CRC) and the Event proto alone, without the
+writer's code.
 """
+
+import glob
+import os
+import struct
 
 import numpy as np
 
@@ -115,3 +123,21 @@ def gpt2_forward(tensors: dict, tokens, n_head: int):
     layer += 1
   hidden = _layer_norm(x, w("ln_f.weight"), w("ln_f.bias"))
   return hidden @ w("wte.weight").T, hidden
+
+
+def tensorboard_scalars(directory: str) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value), ...]} in file and write order, of every event file there."""
+  from tensorboardX.proto import event_pb2
+
+  scalars = {}
+  for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):
+    with open(path, "rb") as file:
+      content = file.read()
+    offset = 0
+    while offset < len(content):
+      (length,) = struct.unpack("<Q", content[offset : offset + 8])
+      event = event_pb2.Event.FromString(content[offset + 12 : offset + 12 + length])
+      offset += 12 + length + 4
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars

@@ -14,6 +14,7 @@ from rlhf_jax.lm import config as config_lib
 from rlhf_jax.lm import data, pipeline
 from rlhf_jax.lm.evaluate import Evaluator
 from rlhf_jax.lm.tokenizer import ByteTokenizer
+from tests.references import tensorboard_scalars
 from tests.test_lm_model import MODEL, PARAMS
 
 TOKENIZER = ByteTokenizer()
@@ -172,6 +173,14 @@ def test_every_stage_writes_its_output_and_results(finished_run):
   assert {row["stage"] for row in metrics} == {"comparisons", "rm", "ppo", "online", "dpo"}
   # Online: 22 offline train pairs (24 less 2 held out), then 2 more before each step.
   assert [row["labels"] for row in metrics if row["stage"] == "online"] == [24, 26]
+  logged = tensorboard_scalars(os.path.join(workdir, "tensorboard"))
+  ppo = [row["gold"] for row in rows if row["method"] == "ppo"]
+  assert [step for step, _ in logged["ppo/gold"]] == [1, 2]
+  np.testing.assert_allclose([value for _, value in logged["ppo/gold"]], ppo, rtol=1e-6)
+  assert [step for step, _ in logged["best_of_n/kl"]] == [1, 2]
+  assert logged["best_of_n/kl"][1][1] == pytest.approx(np.log(2) - 0.5)
+  rm_rows = [row for row in metrics if row["stage"] == "rm"]
+  assert [step for step, _ in logged["rm/held_out_rm_accuracy"]] == [r["step"] for r in rm_rows]
 
 
 @pytest.mark.slow

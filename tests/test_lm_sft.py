@@ -14,6 +14,7 @@ from ml_collections import ConfigDict
 from rlhf_jax.lm import config as config_lib
 from rlhf_jax.lm import data, model, sft, sft_main, weights
 from rlhf_jax.lm.tokenizer import ByteTokenizer
+from tests.references import tensorboard_scalars
 
 CONFIG = model.SIZES["tiny"]  # V 97, P 32, D 32, 2 layers, 4 heads
 MODEL = model.make_model(CONFIG)
@@ -193,6 +194,10 @@ def test_tiny_sft_learns_the_default_task(tmp_path):
   assert [row["step"] for row in rows[:4]] == [50, 100, 150, 200]
   assert {"loss", "accuracy", "tokens_per_second", "elapsed"} <= set(rows[0])
   assert "sample_gold" in rows[-1] and len(result.samples) == 2
+  logged = tensorboard_scalars(os.path.join(workdir, "tensorboard"))
+  assert [step for step, _ in logged["sft/loss"]] == [50, 100, 150, 200]
+  np.testing.assert_allclose([v for _, v in logged["sft/loss"]], [r["loss"] for r in rows[:4]])
+  assert logged["sft/sample_gold"] == [(200, pytest.approx(rows[-1]["sample_gold"]))]
   printed = "".join(lines)
   assert "step    200" in printed and "[gold " in printed
   _, saved = weights.load_gpt2(os.path.join(workdir, "model"))

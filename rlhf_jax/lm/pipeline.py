@@ -23,12 +23,16 @@ is skipped when that output is already there, so a stopped run picks up where it
 Every evaluation (`evaluate.Evaluator`: gold reward, proxy reward, KL to the SFT model on
 held-out prompts) is a row of <workdir>/results.jsonl with its `method` (sft, ppo, dpo,
 best_of_<n>) and `step`, and prints a few samples; training metrics go to
-<workdir>/metrics.jsonl with their `stage`. `experiments/lm_gold_vs_kl.py` plots gold
+<workdir>/metrics.jsonl with their `stage`. Both also go to TensorBoard under
+<workdir>/tensorboard: a results row as `<method>/<metric>` at its step (best-of-n rows
+as `best_of_n/<metric>` at n), a metrics row with a step as `<stage>/<metric>` (SFT's own
+under <workdir>/sft/tensorboard). `experiments/lm_gold_vs_kl.py` plots gold
 reward against KL from results.jsonl. The config is saved as <workdir>/config.json; a
 rerun may change only the keys in RESUMABLE (extend ppo or dpo, add stages).
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -40,6 +44,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
+from tensorboardX import SummaryWriter
 
 from rlhf_jax import checkpoint as checkpoint_lib
 from rlhf_jax import queries, teachers
@@ -106,6 +111,7 @@ class Run:
     self.train_prompts = data.read_prompts(prompts_path)
     self.eval_prompts = data.read_prompts(eval_path or prompts_path)[: config.eval.num_prompts]
     self.key = jax.random.key(config.seed)
+    self.tensorboard = SummaryWriter(self.path("tensorboard"))
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
@@ -116,11 +122,26 @@ class Run:
   def append(self, file: str, row: dict) -> None:
     with open(self.path(file), "a", encoding="utf-8") as out:
       out.write(json.dumps(row) + "\n")
+    if "step" in row:
+      self.scalars(row["stage"] if "stage" in row else row["method"], row["step"], row)
+
+  def scalars(self, group: str, step: int, row: dict) -> None:
+    """A row's finite numbers to TensorBoard as `group/name` at `step`."""
+    for name, value in row.items():
+      if name not in ("step", "stage", "method") and isinstance(value, (int, float)):
+        if math.isfinite(value):
+          self.tensorboard.add_scalar(f"{group}/{name}", value, step)
+    self.tensorboard.flush()
 
   def result(self, method: str, step: int, evaluation, elapsed: float) -> None:
     """Logs an evaluation as a results.jsonl row and prints it with a few samples."""
     row = {"method": method, "step": step, **evaluation.metrics, "elapsed": elapsed}
-    self.append("results.jsonl", row)
+    with open(self.path("results.jsonl"), "a", encoding="utf-8") as out:
+      out.write(json.dumps(row) + "\n")
+    if method.startswith("best_of_"):
+      self.scalars("best_of_n", int(method.removeprefix("best_of_")), row)
+    else:
+      self.scalars(method, step, row)
     shown = ", ".join(f"{k} {v:+.3f}" for k, v in evaluation.metrics.items() if k != "gold_std")
     self.print(f"[{method} step {step}] {shown}")
     for prompt, completion, score in evaluation.samples[: self.config.eval.num_printed]:
@@ -582,8 +603,16 @@ def run_pipeline(config, workdir: str, stream=sys.stdout) -> list[dict]:
   validate_pipeline(config)
   os.makedirs(workdir, exist_ok=True)
   run = Run(config, workdir, stream)
-  _check_config(run)
-  run.stages = [stage for stage in STAGES if stage in config.stages.split(",")]
+  try:
+    _check_config(run)
+    _run_stages(run)
+  finally:
+    run.tensorboard.close()
+  return read_results(run.path("results.jsonl"))
+
+
+def _run_stages(run: Run) -> None:
+  run.stages = [stage for stage in STAGES if stage in run.config.stages.split(",")]
   if "sft" in run.stages:
     stage_sft(run)
   load_sft(run)
@@ -609,7 +638,6 @@ def run_pipeline(config, workdir: str, stream=sys.stdout) -> list[dict]:
   for name, stage in later:
     if name in run.stages:
       stage(run)
-  return read_results(run.path("results.jsonl"))
 
 
 def run() -> None:

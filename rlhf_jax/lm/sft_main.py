@@ -5,7 +5,8 @@
 With `data.sft_path` empty it trains on the default task (`synthetic.py`), first written
 into `<workdir>/data/` as JSONL and read back like a user's files. It prints progress
 every `log_every` steps (step, loss, token accuracy, tokens/s, elapsed), appends each
-logged row to `<workdir>/metrics.jsonl`, and at the end samples completions of held-out
+logged row to `<workdir>/metrics.jsonl` and to TensorBoard (`sft/<metric>` under
+`<workdir>/tensorboard`), and at the end samples completions of held-out
 prompts, prints a few (with their gold reward on the default task) and logs the
 samples' mean gold reward and form. The final weights are written to `<workdir>/model/`
 as a GPT-2 checkpoint (`weights.save_gpt2`); there is no resume within SFT (the pipeline
@@ -13,6 +14,7 @@ as a GPT-2 checkpoint (`weights.save_gpt2`); there is no resume within SFT (the 
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -22,6 +24,7 @@ import jax
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
+from tensorboardX import SummaryWriter
 
 from rlhf_jax.lm import data, gold, model, sampling, sft, synthetic, weights
 from rlhf_jax.lm.config import validate
@@ -116,12 +119,17 @@ def train_sft(config, workdir: str, stream=sys.stdout) -> SFTResult:
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   start = last_time = time.time()
   tokens_since = 0.0
-  with open(metrics_path, "a", encoding="utf-8") as metrics_file:
+  tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+  with open(metrics_path, "a", encoding="utf-8") as metrics_file, tensorboard:
 
     def log(record: dict) -> None:
       records.append(record)
       metrics_file.write(json.dumps(record) + "\n")
       metrics_file.flush()
+      for name, value in record.items():
+        if name != "step" and math.isfinite(value):
+          tensorboard.add_scalar(f"sft/{name}", value, record["step"])
+      tensorboard.flush()
 
     for step_index in range(config.train.steps):
       if cursor + batch_size > len(permutation):
