@@ -225,6 +225,9 @@ def test_a_rerun_refuses_a_changed_config_but_may_extend(tmp_path):
     ({"comparisons.teacher": "lazy"}, "teacher='lazy' is unknown"),
     ({"ppo.batch_size": 6}, "num_minibatches=4 must divide"),
     ({"ppo.eval_every": 0}, "ppo.eval_every must be at least 1"),
+    ({"ppo.kl.horizon": 0.0}, r"ppo.kl.horizon must be > 0"),
+    ({"ppo.kl.controller": "pid"}, "controller='pid' is unknown"),
+    ({"ppo.kl.init_beta": -0.1}, "init_beta must be >= 0"),
   ],
 )
 def test_validate_pipeline_names_the_bad_key(change, message):
