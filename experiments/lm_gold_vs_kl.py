@@ -7,8 +7,8 @@ Reads each workdir's results.jsonl (`rlhf_jax/lm/pipeline.py`) and writes to --o
   gold_vs_kl.csv   method, step, and per seed (workdir) the kl, gold and proxy of every
                    evaluation, plus their means over the seeds that have it
   gold_vs_kl.png   gold reward (mean over seeds, a band of ± one std) against KL in nats:
-                   PPO's and DPO's evaluations as curves in step order, best-of-n as a
-                   curve over n, the SFT model as the point at KL 0
+                   PPO's, online PPO's and DPO's evaluations as curves in step order,
+                   best-of-n as a curve over n, the SFT model as the point at KL 0
 and prints a table of each method's last evaluation: mean ± std gold, KL and proxy.
 """
 
@@ -67,7 +67,7 @@ def plot(points: dict, path: str, title: str) -> None:
   sft = points.get(("sft", 0))
   curves = {}  # family -> [rows of each point]; PPO and DPO start at the SFT model
   for (method, _), rows in points.items():
-    start = [sft] if sft and family(method) in ("ppo", "dpo") else []
+    start = [sft] if sft and family(method) in ("ppo", "online", "dpo") else []
     curves.setdefault(family(method), start).append(rows)
   for name, groups in curves.items():
     kls = [mean_std([r["kl"] for r in rows])[0] for rows in groups]

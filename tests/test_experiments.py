@@ -1,6 +1,8 @@
 """The experiment scripts' own logic (their learning results are in the README)."""
 
+import csv
 import importlib.util
+import json
 import os
 
 import pytest
@@ -256,3 +258,29 @@ def test_benchmark_sweep_scales_the_batch_and_sets_the_update_interval():
   assert pref.reward.update_every_env_steps == 40_960
   assert base.reward.source == "true" and pref.reward.source == "learned"
   assert module.configs("hopper", 3, 32)[1].reward.update_every_env_steps == 0  # hopper_pref's
+
+
+def test_lm_gold_vs_kl_averages_each_evaluation_over_the_seeds_that_have_it(tmp_path):
+  module = experiment("lm_gold_vs_kl")
+  rows = {
+    "s0": [("sft", 0, 0.0, -0.4), ("ppo", 25, 6.0, 0.1), ("best_of_2", 0, 0.19, -0.3)],
+    "s1": [("sft", 0, 0.0, -0.6), ("ppo", 25, 4.0, 0.3), ("online", 10, 3.0, 0.0)],
+  }
+  workdirs = []
+  for name, evaluations in rows.items():
+    os.makedirs(tmp_path / name)
+    with open(tmp_path / name / "results.jsonl", "w") as file:
+      for method, step, kl, gold in evaluations:
+        file.write(json.dumps({"method": method, "step": step, "kl": kl, "gold": gold}) + "\n")
+    workdirs.append(str(tmp_path / name))
+  points = module.collect(workdirs)
+  module.write_csv(points, str(tmp_path / "out.csv"))
+  module.plot(points, str(tmp_path / "out.png"), "t")
+  with open(tmp_path / "out.csv") as file:
+    table = {(r["method"], r["step"]): r for r in csv.DictReader(file)}
+  # By hand: sft gold (-0.4 - 0.6) / 2 = -0.5, spread 0.1; ppo KL (6 + 4) / 2 = 5.
+  assert float(table["sft", "0"]["gold"]) == pytest.approx(-0.5)
+  assert float(table["sft", "0"]["gold_std"]) == pytest.approx(0.1)
+  assert float(table["ppo", "25"]["kl"]) == pytest.approx(5.0)
+  assert table["online", "10"]["seeds"] == "1" and table["best_of_2", "0"]["seeds"] == "1"
+  assert os.path.getsize(tmp_path / "out.png") > 0
