@@ -1,5 +1,6 @@
 """Bad config values fail fast, before anything is built, with a message saying what to change."""
 
+import importlib.util
 import os
 
 import pytest
@@ -150,3 +151,19 @@ def test_every_config_file_is_valid(name):
   """configs/lm_*.py are language-model configs, checked by rlhf_jax.lm.config."""
   config = config_lib.load(os.path.join(CONFIGS, name))
   (lm_config.validate if name.startswith("lm_") else config_lib.validate)(config)
+
+
+def test_lm_rlhf_config_takes_the_sharding_preset_after_a_colon():
+  """`--config=configs/lm_rlhf.py:tensor_parallel`: ml_collections passes the text after
+  the colon to get_config; the section is the preset's (tensor parallel does not gather
+  weights and splits batches over data only; fsdp gathers, over data and model)."""
+  spec = importlib.util.spec_from_file_location("lm_rlhf", os.path.join(CONFIGS, "lm_rlhf.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  tensor_parallel, fsdp = module.get_config("tensor_parallel"), module.get_config()
+  assert (tensor_parallel.sharding.gather_params, fsdp.sharding.gather_params) == (False, True)
+  assert tensor_parallel.sharding.batch_axes == ("data",)
+  assert fsdp.sharding.batch_axes == ("data", "model")
+  lm_config.validate(tensor_parallel)
+  with pytest.raises(ValueError, match="preset"):
+    module.get_config("pipeline")

@@ -173,6 +173,41 @@ def test_trainer_on_one_device_trains_and_donates(preset):
   assert metrics["loss"] < first - 0.1 and np.isfinite(metrics["grad_norm"])
 
 
+def test_placement_places_a_stage_state_by_path_and_the_rest_whole():
+  """A state as the pipeline's stages hold them: the policy's and a reward model's params
+  under any prefix and Adam's moments by the rules, counts and a label buffer whole."""
+  placement = lm_sharding.Placement(MESH_2X4, *lm_sharding.PRESETS["tensor_parallel"])
+  params = abstract_params("tiny")
+  reward = heads.with_head(jax.random.key(0), params, 32)
+  state = {
+    "policy_params": params,
+    "score_params": reward,
+    "adam": jax.eval_shape(optax.adam(1e-3).init, params),
+    "steps": jax.ShapeDtypeStruct((), jnp.int32),
+    "buffer": jax.ShapeDtypeStruct((100, 6), jnp.int32),
+  }
+  specs = {
+    lm_sharding.path_name(path): sharding.spec
+    for path, sharding in jax.tree_util.tree_leaves_with_path(placement.shardings(state))
+  }
+  kernel = "h_1/mlp/c_proj/kernel"  # row-parallel: [4D, D] split on 4D over model
+  for prefix in ("policy_params", "score_params/transformer", "adam/0/mu", "adam/0/nu"):
+    assert specs[f"{prefix}/{kernel}"] == P("model", None)
+    assert specs[f"{prefix}/wte/embedding"] == P(None, "model")
+  assert specs["score_params/head/kernel"] == P()
+  assert specs["steps"] == specs["adam/0/count"] == specs["buffer"] == P()
+
+
+@pytest.mark.slow  # about 5-6 minutes on 2 loaded cores (the whole pipeline: 4 of them)
+def test_stages_on_eight_cpu_devices():
+  """tests/eight_devices_lm_stages.py in a process that sees 8 CPU devices: SFT, the
+  reward-model fit, token PPO and DPO placed by fsdp and tensor_parallel on data 2 x
+  model 4, against one device; and the whole tiny pipeline (every stage, online PPO
+  included) tensor-parallel on 8 devices against a 1-device mesh."""
+  stdout = run_on_eight_devices("tests/eight_devices_lm_stages.py")
+  assert "10 passed" in stdout, stdout[-2000:]
+
+
 @pytest.mark.slow  # about a minute cold on 2 loaded cores (compiles 3 meshes x 2 presets)
 def test_on_eight_cpu_devices():
   """tests/eight_devices_lm.py in a process that sees 8 CPU devices: fsdp on (data 2,

@@ -17,6 +17,7 @@ import ml_collections
 
 from rlhf_jax import teachers
 from rlhf_jax.lm import dpo, model, rm, sft, token_ppo
+from rlhf_jax.lm.sharding import PRESETS, sharding_config
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -57,6 +58,11 @@ def default_config() -> ml_collections.ConfigDict:
   config.sample.num_printed = 3
   config.sample.max_new_tokens = 128
   config.sample.temperature = 1.0
+
+  # Where the weights, the optimizer state and the batches live (`lm/sharding.py`): a
+  # preset of rules ("fsdp" or "tensor_parallel") on a mesh ((axis, size), ...; -1: the
+  # devices left). The default splits over every device JAX sees (one on a CPU).
+  config.sharding = sharding_config("fsdp", mesh=(("data", -1), ("model", 1)))
   return config
 
 
@@ -92,6 +98,12 @@ def validate(config) -> None:
       f"config.train.warmup_steps={config.train.warmup_steps} must be in 0..train.steps "
       f"({config.train.steps})."
     )
+  for key in ("mesh", "rules", "batch_axes", "gather_params"):
+    if key not in config.sharding:
+      raise ValueError(
+        f"config.sharding.{key} is missing: build the section with lm.sharding."
+        f"sharding_config(preset, mesh), preset one of {tuple(PRESETS)}."
+      )
   if config.sample.temperature < 0:
     raise ValueError(f"config.sample.temperature must be >= 0, got {config.sample.temperature}.")
   if config.data.sequence_length > config.model.n_positions and not config.model.checkpoint:

@@ -63,6 +63,7 @@ from rlhf_jax.lm import (
 )
 from rlhf_jax.lm.config import STAGES, validate_pipeline
 from rlhf_jax.lm.evaluate import Evaluator
+from rlhf_jax.lm.sharding import make_placement
 from rlhf_jax.lm.tokenizer import make_tokenizer
 from rlhf_jax.types import Segment
 
@@ -75,6 +76,10 @@ RESUMABLE = (
   "best_of_n.ns",
   "eval.num_printed",
   "checkpoint_keep",
+  "sharding.mesh",  # a stage resumes its checkpoint onto another mesh or preset
+  "sharding.rules",
+  "sharding.batch_axes",
+  "sharding.gather_params",
 )
 # fold_in(key(seed), n) for each stage's randomness, so that stages draw independently.
 STAGE_KEYS = {
@@ -111,6 +116,7 @@ class Run:
     self.train_prompts = data.read_prompts(prompts_path)
     self.eval_prompts = data.read_prompts(eval_path or prompts_path)[: config.eval.num_prompts]
     self.key = jax.random.key(config.seed)
+    self.placement = make_placement(config.sharding)  # every stage's state and batches
     self.tensorboard = SummaryWriter(self.path("tensorboard"))
 
   def path(self, *parts: str) -> str:
@@ -213,8 +219,8 @@ def stage_sft(run: Run) -> None:
 def load_sft(run: Run) -> None:
   directory = run.path("sft", "model") if "sft" in run.stages else run.config.model.checkpoint
   model_config, params = weights.load_gpt2(directory)
-  run.model = model.make_model(model_config)
-  run.sft_params = params
+  run.model = run.placement.model(model.make_model(model_config))
+  run.sft_params = run.placement.state(params)
 
 
 def stage_comparisons(run: Run) -> None:
@@ -323,18 +329,20 @@ def stage_rm(run: Run) -> None:
   config = run.config.rm
   train, held_out = split_comparisons(run)
   fit = rm.make_reward_fit(run.model, config)
-  state = fit.init(jax.random.fold_in(run.key, STAGE_KEYS["rm"]), run.sft_params)
+  state = run.placement.state(
+    fit.init(jax.random.fold_in(run.key, STAGE_KEYS["rm"]), run.sft_params)
+  )
   if config.ensemble_size:
     weights_key = jax.random.fold_in(run.key, STAGE_KEYS["rm_bootstrap"])
     train = train._replace(
       weights=rm.bootstrap_weights(weights_key, len(train.labels), config.ensemble_size)
     )
-  step, evaluate = jax.jit(fit.step), jax.jit(fit.evaluate)
+  step, evaluate = run.placement.jit_step(fit.step, state), jax.jit(fit.evaluate)
   rng = np.random.default_rng([run.config.seed, 3])
   start = time.time()
   every = max(1, config.steps // 6)
   for index in range(config.steps):
-    state, metrics = step(state, minibatch(train, rng, config.batch_size))
+    state, metrics = step(state, run.placement.batch(minibatch(train, rng, config.batch_size)))
     if (index + 1) % every == 0 or index + 1 == config.steps:
       held = {f"held_out_{k}": float(v) for k, v in evaluate(state.params, held_out).items()}
       row = {"stage": "rm", "step": index + 1, **{k: float(v) for k, v in metrics.items()}, **held}
@@ -370,7 +378,7 @@ def load_rm(run: Run):
     rm.make_reward_fit(run.model, run.config.rm).init(jax.random.key(0), run.sft_params).params
   )
   with open(run.path("rm", "params.msgpack"), "rb") as file:
-    return jax.device_put(flax.serialization.from_bytes(template, file.read()))
+    return run.placement.state(flax.serialization.from_bytes(template, file.read()))
 
 
 def _restore(checkpoints, state, run: Run, stage: str):
@@ -389,7 +397,8 @@ def _train_with_checkpoints(
   run: Run, stage: str, state, step_fn, batch_fn, params_of, steps: int, every: int
 ):
   """The loop ppo, online and dpo share: `step_fn(state, *batch_fn(index), key)` (jitted
-  by the caller, or a host function) from the newest checkpoint on; an evaluation, a
+  by the caller, or a host function; the batch split by the placement) from the newest
+  checkpoint on; an evaluation, a
   results row and a checkpoint every `every` steps and at the end."""
   checkpoints = checkpoint_lib.Checkpointer(run.path(stage), run.config.checkpoint_keep)
   state, start = _restore(checkpoints, state, run, stage)
@@ -400,7 +409,8 @@ def _train_with_checkpoints(
   key = jax.random.fold_in(run.key, STAGE_KEYS[stage])
   begin, rows = time.time(), []
   for index in range(start, steps):
-    state, metrics = step_fn(state, *batch_fn(index), jax.random.fold_in(key, index))
+    batch = run.placement.batch(batch_fn(index))
+    state, metrics = step_fn(state, *batch, jax.random.fold_in(key, index))
     rows.append(metrics)
     if (index + 1) % every == 0 or index + 1 == steps:
       means = {k: float(np.mean([jax.device_get(r[k]) for r in rows])) for k in rows[0]}
@@ -439,11 +449,12 @@ def stage_ppo(run: Run) -> None:
   ppo = token_ppo.make_token_ppo(run.model, config, rm.make_score_fn(run.model))
   # The state is donated to each step: it must not share buffers with run.rm_params.
   state = ppo.init(run.sft_params, run.rm_params, score_params=rm.copy_tree(run.rm_params))
+  state = run.placement.state(state)
   _train_with_checkpoints(
     run,
     "ppo",
     state,
-    jax.jit(ppo.step, donate_argnums=0),
+    run.placement.jit_step(ppo.step, state),
     _ppo_batches(run, config.batch_size),
     lambda s: s.policy_params,
     config.steps,
@@ -486,12 +497,13 @@ def stage_online(run: Run) -> None:
   state = OnlineState(
     ppo=ppo.init(run.sft_params, run.rm_params, score_params=rm.copy_tree(run.rm_params)),
     reward=reward,
-    buffer=jax.device_put(buffer),
+    buffer=buffer,
     count=jnp.asarray(len(offline.labels), jnp.int32),
   )
+  state = run.placement.state(state)
   width = offline.prompts.shape[1]
-  ppo_step = jax.jit(ppo.step, donate_argnums=0)
-  fit_step = jax.jit(fit.step, donate_argnums=0)
+  ppo_step = run.placement.jit_step(ppo.step, state.ppo)
+  fit_step = run.placement.jit_step(fit.step, state.reward)
   sample = run.sampler()
   member_scores = jax.jit(lambda params, *x: heads.completion_scores(run.model, params, *x))
   select = jax.jit(queries.select, static_argnames=("method", "num"))
@@ -523,11 +535,12 @@ def stage_online(run: Run) -> None:
     buffer.labels[rows], buffer.weights[rows] = labels, valid.astype(np.float32)  # 0: skipped
     reward, filled = state.reward, jax.tree.map(lambda x: x[: rows.stop], buffer)
     for _ in range(config.rm_steps):
-      reward, _ = fit_step(reward, minibatch(filled, rng, run.config.rm.batch_size))
+      batch = run.placement.batch(minibatch(filled, rng, run.config.rm.batch_size))
+      reward, _ = fit_step(reward, batch)
     return OnlineState(
       ppo=state.ppo.replace(score_params=rm.copy_tree(reward.params)),
       reward=reward,
-      buffer=jax.device_put(buffer),
+      buffer=run.placement.state(buffer),
       count=jnp.asarray(rows.stop, jnp.int32),
     )
 
@@ -555,7 +568,7 @@ def stage_dpo(run: Run) -> None:
   config = run.config.dpo
   train, _ = split_comparisons(run)
   method = dpo.make_dpo(run.model, config)
-  state = method.init(run.sft_params)
+  state = run.placement.state(method.init(run.sft_params))
 
   def batch(index):
     return (
@@ -566,7 +579,7 @@ def stage_dpo(run: Run) -> None:
     run,
     "dpo",
     state,
-    jax.jit(method.step, donate_argnums=0),
+    run.placement.jit_step(method.step, state),
     batch,
     lambda s: s.params,
     config.steps,

@@ -28,6 +28,7 @@ from tensorboardX import SummaryWriter
 
 from rlhf_jax.lm import data, gold, model, sampling, sft, synthetic, weights
 from rlhf_jax.lm.config import validate
+from rlhf_jax.lm.sharding import make_placement
 from rlhf_jax.lm.tokenizer import make_tokenizer
 
 
@@ -106,11 +107,13 @@ def train_sft(config, workdir: str, stream=sys.stdout) -> SFTResult:
   )
   dataset = data.sft_batch(tokenizer, examples, length)
 
+  placement = make_placement(config.sharding)
+  sft_model = placement.model(sft_model)
   trainer = sft.make_sft(config.train, sft_model)
   key = jax.random.key(config.seed)
   key_init, key_train, key_sample = jax.random.split(key, 3)
-  state = trainer.init(key_init, initial_params)
-  step = jax.jit(trainer.step, donate_argnums=0)
+  state = placement.create(trainer.init, key_init, initial_params)
+  step = placement.jit_step(trainer.step, state)
   order = np.random.default_rng(config.seed)
   batch_size = config.train.batch_size
   permutation, cursor = order.permutation(len(examples)), 0
@@ -137,8 +140,9 @@ def train_sft(config, workdir: str, stream=sys.stdout) -> SFTResult:
       rows = permutation[cursor : cursor + batch_size]
       cursor += batch_size
       batch = data.SFTBatch(*(array[rows] for array in dataset))
-      state, metrics = step(state, batch, jax.random.fold_in(key_train, step_index))
       tokens_since += float(batch.mask.sum())
+      batch = placement.batch(batch)
+      state, metrics = step(state, batch, jax.random.fold_in(key_train, step_index))
       if (step_index + 1) % config.log_every == 0 or step_index + 1 == config.train.steps:
         metrics = {name: float(value) for name, value in jax.device_get(metrics).items()}
         now = time.time()

@@ -67,8 +67,17 @@ weights and whole gradients at once (the CPU compiler gathers every matrix up fr
 sums all gradients in one tupled all-reduce); gathering layer by layer (a scan over the
 blocks, or a scheduler that places the gathers) is what would bring them down.
 
+The pipeline's stages (`sft_main.py`, `pipeline.py`) place their states with a
+`Placement` (`make_placement(config.sharding)`): every leaf of a state whose path matches
+a rule as that rule says (the parameters of the policy, the value model, the reward model
+and the reference, and Adam's moments, whose paths end as their parameters' do), every
+other leaf (step counts, the KL controller, a label buffer) whole; batches split over
+`batch_axes`; and the model's functions wrapped to gather the weights (fsdp) and keep
+their outputs split by batch. Each jitted step keeps the state's shardings as they came
+in (`Placement.jit_step`).
+
 Everything here is pure but `make_lm_mesh` (it lists devices); jit is applied inside
-`make_sharded_trainer`, at the one place where the shardings are known.
+`make_sharded_trainer` and `Placement.jit_step`, where the shardings are known.
 """
 
 import math
@@ -354,4 +363,93 @@ def make_sharded_trainer(config, init_params, loss_fn, optimizer, devices=None):
       out_shardings=(shardings, whole),
       donate_argnums=0,
     ),
+  )
+
+
+class Placement(NamedTuple):
+  """Where a pipeline stage's arrays live on the mesh (the module's docstring)."""
+
+  mesh: jax.sharding.Mesh
+  rules: tuple
+  batch_axes: tuple
+  gather_params: bool
+
+  def shardings(self, tree):
+    """A NamedSharding per leaf: by the first rule matching its path (checked against its
+    shape, `spec_for`), whole where no rule matches."""
+
+    def place(path, leaf):
+      name = path_name(path)
+      matched = any(re.search(pattern, name) for pattern, _ in self.rules)
+      spec = spec_for(self.mesh, name, leaf.shape, self.rules) if matched else P()
+      return NamedSharding(self.mesh, spec)
+
+    return jax.tree_util.tree_map_with_path(place, tree)
+
+  def state(self, tree):
+    """`tree` (params, a stage's state) put on the mesh by `shardings`."""
+    return jax.device_put(tree, self.shardings(tree))
+
+  def create(self, fn, *args):
+    """`fn(*args)` (an init) computed under jit straight into its placement, so a state
+    larger than one device is never whole on one."""
+    abstract = jax.eval_shape(fn, *args)
+    return jax.jit(fn, out_shardings=self.shardings(abstract))(*args)
+
+  def batch(self, tree):
+    """Every leaf [B, ...] split over `batch_axes` on B; ValueError if B does not divide."""
+    devices = _axis_size(self.mesh, self.batch_axes)
+    for leaf in jax.tree.leaves(tree):
+      if leaf.shape[0] % devices:
+        raise ValueError(
+          f"A batch of {leaf.shape[0]} rows does not split over the {devices} devices of "
+          f"the mesh's {tuple(self.batch_axes)} axes: make the batch size a multiple of "
+          f"{devices}, or change config.sharding.mesh."
+        )
+    return jax.device_put(tree, NamedSharding(self.mesh, P(tuple(self.batch_axes))))
+
+  def model(self, model):
+    """`model` whose apply, extend and unembed compute with whole weights when
+    `gather_params` (fsdp) and constrain their outputs' batch over `batch_axes` (where
+    it divides)."""
+    whole = NamedSharding(self.mesh, P())
+    devices = _axis_size(self.mesh, self.batch_axes)
+
+    def gather(params):
+      if not self.gather_params:
+        return params
+      return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, whole), params)
+
+    def by_batch(x):
+      if x.ndim == 0 or x.shape[0] % devices:
+        return x
+      spec = P(tuple(self.batch_axes), *([None] * (x.ndim - 1)))
+      return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
+
+    def apply(params, tokens, mask, return_hidden: bool = False):
+      return jax.tree.map(by_batch, model.apply(gather(params), tokens, mask, return_hidden))
+
+    def extend(params, cache, tokens, mask):
+      hidden, cache = model.extend(gather(params), cache, tokens, mask)
+      return by_batch(hidden), cache
+
+    def unembed(params, hidden):
+      return by_batch(model.unembed(gather(params), hidden))
+
+    return model._replace(apply=apply, extend=extend, unembed=unembed)
+
+  def jit_step(self, step, state):
+    """jit of `step` (state, ...) -> (state, metrics) whose new state keeps the shardings
+    of `state`'s leaves and is donated."""
+    keep = jax.tree.map(lambda x: x.sharding, state)
+    return jax.jit(step, out_shardings=(keep, None), donate_argnums=0)
+
+
+def make_placement(config, devices=None) -> Placement:
+  """The Placement of a `sharding_config` section on a fresh mesh of `devices`."""
+  return Placement(
+    mesh=make_lm_mesh(config.mesh, devices),
+    rules=tuple(config.rules),
+    batch_axes=tuple(config.batch_axes),
+    gather_params=bool(config.gather_params),
   )
