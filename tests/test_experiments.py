@@ -2,9 +2,12 @@
 
 import csv
 import importlib.util
+import itertools
 import json
 import os
+import types
 
+import numpy as np
 import pytest
 
 from rlhf_jax import config as config_lib
@@ -284,3 +287,93 @@ def test_lm_gold_vs_kl_averages_each_evaluation_over_the_seeds_that_have_it(tmp_
   assert float(table["ppo", "25"]["kl"]) == pytest.approx(5.0)
   assert table["online", "10"]["seeds"] == "1" and table["best_of_2", "0"]["seeds"] == "1"
   assert os.path.getsize(tmp_path / "out.png") > 0
+
+
+def test_best_of_n_expectation_equals_the_mean_over_every_n_subset():
+  """Against brute force: every n-subset of the S samples of each prompt, equally likely,
+  its highest-scoring sample's value."""
+  overoptimization = experiment("overoptimization")
+  rng = np.random.default_rng(0)
+  scores, values = rng.normal(size=(7, 3)), rng.normal(size=(7, 3))
+  for n in range(1, 8):
+    expected = np.mean(
+      [
+        np.mean(
+          [
+            values[max(subset, key=lambda i: scores[i, p]), p]
+            for subset in itertools.combinations(range(7), n)
+          ]
+        )
+        for p in range(3)
+      ]
+    )
+    assert overoptimization.best_of_n_expectation(scores, values, n) == pytest.approx(expected)
+  # n = 1 is the plain mean; n = S the best sample's value.
+  assert overoptimization.best_of_n_expectation(scores, values, 1) == pytest.approx(values.mean())
+  best = values[np.argmax(scores, axis=0), np.arange(3)].mean()
+  assert overoptimization.best_of_n_expectation(scores, values, 7) == pytest.approx(best)
+  with pytest.raises(ValueError, match="1 <= n <= 7"):
+    overoptimization.best_of_n_expectation(scores, values, 8)
+
+
+def test_gold_fits_recover_the_forms_parameters():
+  """Points made from Gao et al.'s two forms with known alpha and beta (gold(0) = 0)."""
+  overoptimization = experiment("overoptimization")
+  d = np.array([0.0, 0.4, 0.9, 1.5, 2.2, 3.0])
+  bon = d * (0.8 - 0.25 * d)
+  rl = d * (0.5 - 0.3 * np.log(np.where(d > 0, d, 1.0)))
+  assert overoptimization.fit_gold("best_of_n", d, bon) == pytest.approx((0.8, 0.25))
+  assert overoptimization.fit_gold("rl", d, rl) == pytest.approx((0.5, 0.3))
+  # By hand: one point d = 1 fixes RL's alpha (log 1 = 0): gold 0.7 -> alpha 0.7.
+  alpha, _ = overoptimization.fit_gold("rl", [1.0, 2.0], [0.7, 2 * (0.7 - 0.1 * np.log(2))])
+  assert alpha == pytest.approx(0.7)
+
+
+@pytest.mark.slow  # about 3 minutes on 2 loaded cores: 4 tiny proxies, 2 with PPO
+def test_overoptimization_runs_every_proxy_and_resumes_without_redoing_them(tmp_path, monkeypatch):
+  from tests.test_lm_pipeline import tiny_config  # noqa: PLC0415
+
+  overoptimization = experiment("overoptimization")
+  monkeypatch.setattr(overoptimization, "pipeline_config", tiny_config)
+  out = str(tmp_path / "out")
+  argv = [f"--out={out}", "--layers=1,2", "--counts=12,24", "--prompts=4", "--samples=8"]
+  argv += ["--ppo_steps=2", "--eval_every=1", "--rl=1:24,2:24"]
+  overoptimization.main(argv)
+  with open(os.path.join(out, "overoptimization.csv")) as file:
+    rows = list(csv.DictReader(file))
+  for layers in (1, 2):
+    for count in (12, 24):
+      bon = [
+        r
+        for r in rows
+        if (r["method"], r["layers"], r["count"]) == ("best_of_n", str(layers), str(count))
+      ]
+      assert [int(r["n_or_step"]) for r in bon] == [1, 2, 4, 8]
+      assert float(bon[0]["gold"]) == pytest.approx(0.0, abs=1e-12)
+      assert float(bon[3]["kl"]) == pytest.approx(np.log(8) - 7 / 8)
+      rl = [
+        r for r in rows if (r["method"], r["layers"], r["count"]) == ("rl", str(layers), str(count))
+      ]
+      assert [int(r["n_or_step"]) for r in rl] == ([0, 1, 2] if count == 24 else [])
+  # The 1-block proxy's trunk is the SFT model's first block.
+  options = types.SimpleNamespace(seed=0, out=out, beta=0.01, ppo_steps=2, eval_every=1)
+  config = overoptimization.proxy_config(options, os.path.join(out, "base"), 1, 12)
+  run = overoptimization.loaded_run(config, os.path.join(out, "proxy_L1_C12"))
+  assert set(run.rm_params["transformer"]) == {"wte", "wpe", "h_0", "ln_f"}
+  with open(os.path.join(out, "fits.csv")) as file:
+    fits = list(csv.DictReader(file))
+  assert {(f["method"], f["layers"], f["count"]) for f in fits} >= {
+    ("rl", "1", "24"),
+    ("best_of_n", "2", "12"),
+  }
+  assert os.path.exists(os.path.join(out, "overoptimization.png"))
+  stamps = {
+    path: os.path.getmtime(path)
+    for path in (
+      os.path.join(out, "proxy_L2_C24", "rm", "params.msgpack"),
+      os.path.join(out, "proxy_L2_C24", "best_of_n_scores.npy"),
+      os.path.join(out, "sft_samples.npz"),
+    )
+  }
+  overoptimization.main(argv)  # everything is there: nothing is redone
+  assert {path: os.path.getmtime(path) for path in stamps} == stamps

@@ -366,3 +366,24 @@ def test_missing_files_and_unsupported_configs_are_named(tmp_path):
     weights.config_from_json(fields | {"layer_norm_epsilon": 1e-6})
   with pytest.raises(ValueError, match="n_head"):
     weights.config_from_json({key: value for key, value in fields.items() if key != "n_head"})
+
+
+def test_first_layers_equal_the_full_model_with_the_later_blocks_silenced():
+  """A block whose two output projections (attn.c_proj, mlp.c_proj) are zero adds nothing
+  to the residual stream: the full model so silenced from block 1 on is the one-block
+  model of first_layers, hidden states and logits."""
+  config, params = model.first_layers(CONFIG, PARAMS, 1)
+  assert config.n_layer == 1 and set(params) == {"wte", "wpe", "h_0", "ln_f"}
+  silenced = jax.tree.map(lambda x: x, PARAMS)
+  for name in ("attn", "mlp"):
+    projection = silenced["h_1"][name]["c_proj"]
+    silenced["h_1"][name]["c_proj"] = jax.tree.map(jnp.zeros_like, projection)
+  tokens, mask = left_padded_prompts()
+  expected, expected_hidden = MODEL.apply(silenced, tokens, mask, return_hidden=True)
+  logits, hidden = model.make_model(config).apply(params, tokens, mask, return_hidden=True)
+  np.testing.assert_allclose(hidden, expected_hidden, atol=TOLERANCE)
+  np.testing.assert_allclose(logits, expected, atol=TOLERANCE)
+  assert not np.allclose(logits, MODEL.apply(PARAMS, tokens, mask), atol=1e-2)
+  assert model.first_layers(CONFIG, PARAMS, 0) == (CONFIG, PARAMS)
+  with pytest.raises(ValueError, match="2 blocks"):
+    model.first_layers(CONFIG, PARAMS, 3)

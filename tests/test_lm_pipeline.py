@@ -228,6 +228,7 @@ def test_a_rerun_refuses_a_changed_config_but_may_extend(tmp_path):
     ({"ppo.kl.horizon": 0.0}, r"ppo.kl.horizon must be > 0"),
     ({"ppo.kl.controller": "pid"}, "controller='pid' is unknown"),
     ({"ppo.kl.init_beta": -0.1}, "init_beta must be >= 0"),
+    ({"rm.layers": -1}, "rm.layers must be >= 0"),
   ],
 )
 def test_validate_pipeline_names_the_bad_key(change, message):

@@ -259,6 +259,10 @@ def validate_pipeline(config) -> None:
     value = config.ppo.kl[key[3:]] if key.startswith("kl.") else config.ppo[key]
     if value <= 0:
       raise ValueError(f"config.ppo.{key} must be > 0, got {value}.")
+  if config.rm.layers < 0:
+    raise ValueError(
+      f"config.rm.layers must be >= 0 (0: all of the SFT model's), got {config.rm.layers}."
+    )
   if config.ppo.kl.init_beta < 0:
     raise ValueError(f"config.ppo.kl.init_beta must be >= 0, got {config.ppo.kl.init_beta}.")
   if config.online.query not in ("uniform", "entropy", "disagreement"):

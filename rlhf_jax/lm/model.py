@@ -215,6 +215,18 @@ class Model(NamedTuple):
   unembed: Callable  # (params, hidden [..., D]) -> logits float32 [..., V]
 
 
+def first_layers(config: GPTConfig, params, layers: int):
+  """(config, params) of the model made of the first `layers` blocks of `params` (then
+  its ln_f): a smaller trunk that starts from a trained one (0: all blocks, unchanged)."""
+  if not 0 <= layers <= config.n_layer:
+    raise ValueError(f"layers={layers}: the model has {config.n_layer} blocks (0: all of them).")
+  if layers in (0, config.n_layer):
+    return config, params
+  dropped = {f"h_{layer}" for layer in range(layers, config.n_layer)}
+  kept = {name: value for name, value in params.items() if name not in dropped}
+  return config._replace(n_layer=layers), kept
+
+
 def make_model(config: GPTConfig) -> Model:
   """Builds the model's pure functions for `config` (read at trace time)."""
   network = GPT(config)

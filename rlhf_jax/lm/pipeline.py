@@ -11,6 +11,7 @@ is skipped when that output is already there, so a stopped run picks up where it
                (a user's `data.comparisons_path` replaces this stage)
   rm           the reward model fit on them (Bradley–Terry, `rm.py`), held-out accuracy,
                scores normalized over SFT samples                     -> rm/params.msgpack
+               (its trunk the SFT model's first `rm.layers` blocks; 0: all)
   ppo          token PPO on the reward model with a KL penalty to the SFT model
                (`token_ppo.py`), checkpointed every `ppo.eval_every` steps: resumes exactly
   online       the same PPO with Ziegler et al.'s online labels: every `online.label_every`
@@ -179,7 +180,7 @@ class Run:
       temperature=self.config.completion.temperature,
       key=jax.random.fold_in(self.key, STAGE_KEYS["eval"]),
       gold_fn=self.gold_fn,
-      score_fn=None if score_params is None else rm.make_score_fn(self.model),
+      score_fn=None if score_params is None else rm.make_score_fn(self.rm_model),
       score_params=score_params,
     )
 
@@ -221,6 +222,10 @@ def load_sft(run: Run) -> None:
   model_config, params = weights.load_gpt2(directory)
   run.model = run.placement.model(model.make_model(model_config))
   run.sft_params = run.placement.state(params)
+  # The reward model's trunk: the SFT model's first rm.layers blocks (0: all of them).
+  rm_config, rm_trunk = model.first_layers(model_config, params, run.config.rm.layers)
+  run.rm_model = run.placement.model(model.make_model(rm_config))
+  run.rm_trunk = run.placement.state(rm_trunk)
 
 
 def stage_comparisons(run: Run) -> None:
@@ -257,8 +262,9 @@ def stage_comparisons(run: Run) -> None:
       {"prompt": prompts[i], "chosen": chosen, "rejected": rejected, "tie": bool(labels[i] == 0.5)}
     )
   strict = valid & (labels != 0.5) & (gold_first != gold_second)
-  agree = np.mean((labels[strict] == 1) == (gold_first[strict] > gold_second[strict]))
-  agree = float(agree) if strict.any() else float("nan")
+  agree = float("nan")  # no strict pair: nothing to agree on
+  if strict.any():
+    agree = float(np.mean((labels[strict] == 1) == (gold_first[strict] > gold_second[strict])))
   summary = {
     "stage": "comparisons",
     "pairs": len(rows),
@@ -328,10 +334,8 @@ def stage_rm(run: Run) -> None:
     return
   config = run.config.rm
   train, held_out = split_comparisons(run)
-  fit = rm.make_reward_fit(run.model, config)
-  state = run.placement.state(
-    fit.init(jax.random.fold_in(run.key, STAGE_KEYS["rm"]), run.sft_params)
-  )
+  fit = rm.make_reward_fit(run.rm_model, config)
+  state = run.placement.state(fit.init(jax.random.fold_in(run.key, STAGE_KEYS["rm"]), run.rm_trunk))
   if config.ensemble_size:
     weights_key = jax.random.fold_in(run.key, STAGE_KEYS["rm_bootstrap"])
     train = train._replace(
@@ -361,7 +365,7 @@ def stage_rm(run: Run) -> None:
     run.sft_params, jax.random.fold_in(run.key, STAGE_KEYS["rm_normalize"]), tokens, mask
   )
   params, (gain, bias) = rm.normalize(
-    run.model, state.params, tokens, mask, completion.tokens, completion.mask
+    run.rm_model, state.params, tokens, mask, completion.tokens, completion.mask
   )
   os.makedirs(run.path("rm"), exist_ok=True)
   with open(run.path("rm", "params.msgpack.tmp"), "wb") as file:
@@ -375,7 +379,7 @@ def stage_rm(run: Run) -> None:
 
 def load_rm(run: Run):
   template = (
-    rm.make_reward_fit(run.model, run.config.rm).init(jax.random.key(0), run.sft_params).params
+    rm.make_reward_fit(run.rm_model, run.config.rm).init(jax.random.key(0), run.rm_trunk).params
   )
   with open(run.path("rm", "params.msgpack"), "rb") as file:
     return run.placement.state(flax.serialization.from_bytes(template, file.read()))
@@ -444,11 +448,17 @@ def _ppo_batches(run: Run, batch_size: int):
   return batch
 
 
+def value_init(run: Run):
+  """What PPO's value model starts from: the reward model (Ziegler et al.), or the SFT
+  model with a zero head when the reward model's trunk is smaller than the policy's."""
+  return run.rm_params if run.rm_model.config == run.model.config else run.sft_params
+
+
 def stage_ppo(run: Run) -> None:
   config = _ppo_config(run)
-  ppo = token_ppo.make_token_ppo(run.model, config, rm.make_score_fn(run.model))
+  ppo = token_ppo.make_token_ppo(run.model, config, rm.make_score_fn(run.rm_model))
   # The state is donated to each step: it must not share buffers with run.rm_params.
-  state = ppo.init(run.sft_params, run.rm_params, score_params=rm.copy_tree(run.rm_params))
+  state = ppo.init(run.sft_params, value_init(run), score_params=rm.copy_tree(run.rm_params))
   state = run.placement.state(state)
   _train_with_checkpoints(
     run,
@@ -485,8 +495,8 @@ def stage_online(run: Run) -> None:
   finished online stage cannot be extended by raising ppo.steps (use a new workdir).
   """
   config, ppo_config = run.config.online, _ppo_config(run)
-  ppo = token_ppo.make_token_ppo(run.model, ppo_config, rm.make_score_fn(run.model))
-  fit = rm.make_reward_fit(run.model, run.config.rm)
+  ppo = token_ppo.make_token_ppo(run.model, ppo_config, rm.make_score_fn(run.rm_model))
+  fit = rm.make_reward_fit(run.rm_model, run.config.rm)
   offline, _ = split_comparisons(run)
   rounds = -(-ppo_config.steps // config.label_every)
   capacity = len(offline.labels) + rounds * config.labels_per_round
@@ -495,7 +505,7 @@ def stage_online(run: Run) -> None:
   buffer = rm.Comparisons(*(pad(np.asarray(x)) for x in offline[:7]), weights=pad(weights))
   reward = fit.init(None, rm.copy_tree(run.rm_params))  # continues the offline model
   state = OnlineState(
-    ppo=ppo.init(run.sft_params, run.rm_params, score_params=rm.copy_tree(run.rm_params)),
+    ppo=ppo.init(run.sft_params, value_init(run), score_params=rm.copy_tree(run.rm_params)),
     reward=reward,
     buffer=buffer,
     count=jnp.asarray(len(offline.labels), jnp.int32),
@@ -505,7 +515,7 @@ def stage_online(run: Run) -> None:
   ppo_step = run.placement.jit_step(ppo.step, state.ppo)
   fit_step = run.placement.jit_step(fit.step, state.reward)
   sample = run.sampler()
-  member_scores = jax.jit(lambda params, *x: heads.completion_scores(run.model, params, *x))
+  member_scores = jax.jit(lambda params, *x: heads.completion_scores(run.rm_model, params, *x))
   select = jax.jit(queries.select, static_argnames=("method", "num"))
 
   def label_round(state: OnlineState, index: int, key) -> OnlineState:

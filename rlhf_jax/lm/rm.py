@@ -44,6 +44,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.ensemble_size = None  # None: one head, scores [B]; E: E heads, scores [B, E]
   config.head_std = None  # the head's initial kernel std (None: 1/sqrt(D + 1))
   config.noise = 0.0  # Bradley–Terry with a teacher who answers at random w.p. `noise`
+  # The trunk: the SFT model's first `layers` blocks (0: all of them), a smaller reward
+  # model than the policy (experiments/overoptimization.py varies it).
+  config.layers = 0
   return config
 
 
