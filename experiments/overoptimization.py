@@ -9,8 +9,9 @@ reward playing the human, best-of-n and PPO against each proxy.
               the SFT policy, and max(counts) pairs of its samples labelled by the oracle
               teacher on their gold rewards
   proxies     for each (layers L, count C): <out>/proxy_L<L>_C<C>, the pipeline's rm stage
-              on the first C comparisons (10% of them held out) with the trunk the SFT
-              model's first L blocks (`rm.layers`): a smaller proxy has fewer blocks
+              on the first C comparisons (10% of them held out; --rm_epochs passes over
+              the rest) with the trunk the SFT model's first L blocks (`rm.layers`): a
+              smaller proxy has fewer blocks
   best-of-n   --samples completions of each of the first --prompts held-out prompts, drawn
               once from the SFT policy, scored by gold and by every proxy; for each n, the
               expected gold and proxy of the proxy's best of n drawn without replacement
@@ -101,6 +102,10 @@ def proxy_config(args, base: str, layers: int, count: int):
   config.model.checkpoint = os.path.join(base, "sft", "model")
   config.data.comparisons_path = os.path.join(args.out, f"comparisons_{count}.jsonl")
   config.rm.layers = layers
+  # The same passes over the data for every count (Gao et al.: one epoch each), not the
+  # same steps: the pipeline's 200 steps of 32 are 3.6 passes over 1,800 comparisons.
+  train = count - max(1, round(config.rm.held_out_fraction * count))
+  config.rm.steps = max(1, round(args.rm_epochs * train / config.rm.batch_size))
   config.ppo.kl.controller = "fixed"
   config.ppo.kl.init_beta = args.beta
   config.ppo.steps = args.ppo_steps
@@ -192,10 +197,80 @@ def powers_of_two(limit: int) -> list[int]:
   return [2**k for k in range(int(math.log2(limit)) + 1)]
 
 
+def best_of_n_rows(gold, scores, layers: int, count: int) -> list[dict]:
+  """Best-of-n for n = 1, 2, 4, ... up to the samples per prompt, from samples' gold and
+  proxy scores [S, P]; both as changes from the SFT policy's mean (n = 1)."""
+  rows = []
+  for n in powers_of_two(scores.shape[0]):
+    kl = best_of_n.best_of_n_kl(n)
+    rows.append(
+      dict(
+        method="best_of_n",
+        layers=layers,
+        count=count,
+        n_or_step=n,
+        kl=kl,
+        d=math.sqrt(kl),
+        gold=best_of_n_expectation(scores, gold, n) - float(np.mean(gold)),
+        proxy=best_of_n_expectation(scores, scores, n) - float(np.mean(scores)),
+      )
+    )
+  return rows
+
+
+def rl_rows(results: list[dict], layers: int, count: int) -> list[dict]:
+  """The SFT evaluation and PPO's, in step order, as changes from the SFT policy's."""
+  sft = [r for r in results if r["method"] == "sft"][-1]
+  evaluations = sorted(
+    (r for r in results if r["method"] in ("sft", "ppo")), key=lambda r: r["step"]
+  )
+  return [
+    dict(
+      method="rl",
+      layers=layers,
+      count=count,
+      n_or_step=r["step"],
+      kl=max(r["kl"], 0.0),
+      d=math.sqrt(max(r["kl"], 0.0)),
+      gold=r["gold"] - sft["gold"],
+      proxy=r["proxy"] - sft["proxy"],
+    )
+    for r in evaluations
+  ]
+
+
+def fit_table(rows: list[dict], accuracy: dict, proxies) -> list[dict]:
+  """Per method and proxy with at least 3 points: the fit, the peak and the last point."""
+  fits = []
+  for method in ("best_of_n", "rl"):
+    for size, count in proxies:
+      points = curve(rows, method, size, count)
+      if len(points) < 3:
+        continue
+      alpha, beta = fit_gold(method, [r["d"] for r in points], [r["gold"] for r in points])
+      peak = max(points, key=lambda r: r["gold"])
+      fits.append(
+        dict(
+          method=method,
+          layers=size,
+          count=count,
+          held_out_accuracy=accuracy[size, count],
+          alpha=alpha,
+          beta=beta,
+          peak_gold=peak["gold"],
+          peak_d=peak["d"],
+          last_gold=points[-1]["gold"],
+          last_proxy=points[-1]["proxy"],
+          last_d=points[-1]["d"],
+        )
+      )
+  return fits
+
+
 # --- output -----------------------------------------------------------------------------
 
 
-def draw(rows: list[dict], fits: list[dict], path: str, counts, layers) -> None:
+def draw(rows: list[dict], path: str, counts, layers) -> None:
   figure, axes = plt.subplots(
     2, len(counts), figsize=(4.2 * len(counts), 7), squeeze=False, sharex="row"
   )
@@ -244,6 +319,7 @@ def main(argv=None) -> None:
   parser.add_argument("--counts", default="500,1000,2000", help="comparisons per proxy")
   parser.add_argument("--prompts", type=int, default=64, help="held-out prompts for best-of-n")
   parser.add_argument("--samples", type=int, default=256, help="SFT samples per prompt")
+  parser.add_argument("--rm_epochs", type=float, default=3.6, help="passes over the comparisons")
   parser.add_argument("--beta", type=float, default=0.01, help="PPO's fixed KL coefficient")
   parser.add_argument("--ppo_steps", type=int, default=100)
   parser.add_argument("--eval_every", type=int, default=10)
@@ -258,92 +334,52 @@ def main(argv=None) -> None:
     rl = []
   else:
     rl = [tuple(int(x) for x in item.split(":")) for item in args.rl.split(",")]
+  if set(rl) - set(proxies):
+    raise SystemExit(f"--rl={args.rl}: {sorted(set(rl) - set(proxies))} are not among the proxies.")
   os.makedirs(args.out, exist_ok=True)
 
   base = os.path.join(args.out, "base")
   print(f"base: SFT and {max(counts)} comparisons in {base}", flush=True)
   pipeline.run_pipeline(base_config(args.seed, counts), base)
-  samples = None
-  rows, fits = [], []
+  rows, accuracy, samples = [], {}, None
+
+  def save() -> list[dict]:
+    fits = fit_table(rows, accuracy, proxies)
+    write_csv(os.path.join(args.out, "overoptimization.csv"), rows)
+    if fits:
+      write_csv(os.path.join(args.out, "fits.csv"), fits)
+    draw(rows, os.path.join(args.out, "overoptimization.png"), counts, layers)
+    return fits
+
+  # Every proxy and its best-of-n first (minutes each), then RL against them (longer).
   for size, count in proxies:
     write_subset(base, os.path.join(args.out, f"comparisons_{count}.jsonl"), count)
     workdir = os.path.join(args.out, f"proxy_L{size}_C{count}")
     config = proxy_config(args, base, size, count)
     print(f"proxy: {size} blocks, {count} comparisons ({workdir})", flush=True)
     pipeline.run_pipeline(config, workdir, stream=open(os.devnull, "w"))
+    accuracy[size, count] = held_out_accuracy(workdir)
     run = loaded_run(config, workdir)
     if samples is None:
       samples = sft_samples(
         run, os.path.join(args.out, "sft_samples.npz"), args.prompts, args.samples, args.seed
       )
     scores = proxy_scores(run, samples, os.path.join(workdir, "best_of_n_scores.npy"))
-    gold0, proxy0 = float(np.mean(samples["gold"])), float(np.mean(scores))
-    for n in powers_of_two(args.samples):
-      kl = best_of_n.best_of_n_kl(n)
-      rows.append(
-        dict(
-          method="best_of_n",
-          layers=size,
-          count=count,
-          n_or_step=n,
-          kl=kl,
-          d=math.sqrt(kl),
-          gold=best_of_n_expectation(scores, samples["gold"], n) - gold0,
-          proxy=best_of_n_expectation(scores, scores, n) - proxy0,
-        )
-      )
-    if (size, count) in rl:
-      config.stages = "rm,ppo"
-      print(f"  PPO against it, beta {args.beta}, {args.ppo_steps} steps", flush=True)
-      results = pipeline.run_pipeline(config, workdir)
-      sft = [r for r in results if r["method"] == "sft"][-1]
-      for r in sorted(
-        (r for r in results if r["method"] in ("sft", "ppo")), key=lambda r: r["step"]
-      ):
-        kl = max(r["kl"], 0.0)
-        rows.append(
-          dict(
-            method="rl",
-            layers=size,
-            count=count,
-            n_or_step=r["step"],
-            kl=kl,
-            d=math.sqrt(kl),
-            gold=r["gold"] - sft["gold"],
-            proxy=r["proxy"] - sft["proxy"],
-          )
-        )
-    accuracy = held_out_accuracy(workdir)
-    for method in ("best_of_n", "rl"):
-      points = curve(rows, method, size, count)
-      if len(points) < 3:
-        continue
-      alpha, beta = fit_gold(method, [r["d"] for r in points], [r["gold"] for r in points])
-      peak = max(points, key=lambda r: r["gold"])
-      fits.append(
-        dict(
-          method=method,
-          layers=size,
-          count=count,
-          held_out_accuracy=accuracy,
-          alpha=alpha,
-          beta=beta,
-          peak_gold=peak["gold"],
-          peak_d=peak["d"],
-          last_gold=points[-1]["gold"],
-          last_proxy=points[-1]["proxy"],
-          last_d=points[-1]["d"],
-        )
-      )
-    write_csv(os.path.join(args.out, "overoptimization.csv"), rows)
-    write_csv(os.path.join(args.out, "fits.csv"), fits)
-    draw(rows, fits, os.path.join(args.out, "overoptimization.png"), counts, layers)
+    rows.extend(best_of_n_rows(samples["gold"], scores, size, count))
+    save()
+  for size, count in rl:
+    config = proxy_config(args, base, size, count)
+    config.stages = "rm,ppo"
+    print(f"PPO against {size} blocks, {count} comparisons: beta {args.beta}", flush=True)
+    results = pipeline.run_pipeline(config, os.path.join(args.out, f"proxy_L{size}_C{count}"))
+    rows.extend(rl_rows(results, size, count))
+    save()
 
   print(
     f"\n{'method':10s} {'blocks':>6s} {'pairs':>6s} {'RM acc':>6s} {'alpha':>8s} {'beta':>8s}"
     f" {'peak gold (d)':>15s} {'last gold / proxy (d)':>24s}"
   )
-  for f in fits:
+  for f in save():
     print(
       f"{f['method']:10s} {f['layers']:6d} {f['count']:6d} {f['held_out_accuracy']:6.3f} "
       f"{f['alpha']:8.4f} {f['beta']:8.4f} {f['peak_gold']:+8.3f} ({f['peak_d']:4.2f}) "

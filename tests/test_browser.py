@@ -17,6 +17,7 @@ from rlhf_jax.labeling import app as labeling_app
 from rlhf_jax.labeling import render
 from rlhf_jax.labeling.scripted import free_port
 from rlhf_jax.labeling.store import Store
+from rlhf_jax.lm import human
 from tests.test_frames import minatar_workdir  # noqa: F401  (a fixture)
 from tests.test_labeling_app import start_server
 
@@ -138,3 +139,64 @@ def test_label_a_minatar_pair_in_the_browser(minatar_workdir):  # noqa: F811
     page.locator("#status").filter(has_text="Pair 2").wait_for()
   labels = Store(labeling_app.store_path(minatar_workdir)).labels()
   assert [(r["pair_id"], r["choice"]) for r in labels] == [(1, "right")]
+
+
+def test_label_text_pairs_with_the_keys_across_an_app_restart(tmp_path):
+  """A language model's text pairs (lm/human.py queues them): the page shows the prompt
+  and both completions as text, the keys label them, and a killed and restarted app
+  loses nothing; the answers come back as the pipeline's comparisons."""
+  if CHROMIUM is None:
+    pytest.fail("Chromium is missing: `apt-get install chromium` (as .ci/run does)")
+  from playwright.sync_api import sync_playwright
+
+  from tests.test_lm_human import FIRSTS, PROMPTS, SECONDS
+
+  workdir = str(tmp_path)
+  store = Store(labeling_app.store_path(workdir))
+  human.queue_pairs(store, PROMPTS, FIRSTS, SECONDS)
+  port = free_port()
+  server = start_server(workdir, port, clips=True)
+  try:
+    with sync_playwright() as playwright:
+      browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+      page = browser.new_page(viewport={"width": 880, "height": 480})
+      page.goto(f"http://127.0.0.1:{port}/")
+      status = page.locator("#status")
+      status.filter(has_text="Pair 1").wait_for()
+      shown = [
+        page.locator(f"#{name}").inner_text().strip()
+        for name in ("prompt", "left-text", "right-text")
+      ]
+      assert shown == [PROMPTS[0], FIRSTS[0].strip(), SECONDS[0].strip()]
+      assert page.locator("#clips").is_hidden() and page.locator("#texts").is_visible()
+      assert "completion" in page.locator("#question").inner_text()
+      page.keyboard.press("ArrowLeft")
+      status.filter(has_text="Pair 2").wait_for()
+      page.keyboard.press("ArrowRight")
+      status.filter(has_text="Pair 3").wait_for()
+      server.kill()  # SIGKILL while the page shows pair 3
+      server.wait()
+      server = start_server(workdir, port, clips=True)
+      page.keyboard.press("=")
+      status.filter(has_text="Pair 4").wait_for()
+      # Markup in a completion is shown as text, not run.
+      assert page.locator("#left-text").inner_text().strip() == FIRSTS[3].strip()
+      assert page.locator("#left-text script").count() == 0
+      page.keyboard.press("s")
+      status.filter(has_text="No pairs are waiting").wait_for()
+      browser.close()
+  finally:
+    server.kill()
+    server.wait()
+  labels = Store(labeling_app.store_path(workdir)).labels()
+  assert [(r["pair_id"], r["choice"]) for r in labels] == [
+    (1, "left"),
+    (2, "right"),
+    (3, "equal"),
+    (4, "skip"),
+  ]
+  assert [(row["chosen"], row["tie"]) for row in human.comparisons(store)] == [
+    (FIRSTS[0], False),
+    (SECONDS[1], False),
+    (FIRSTS[2], True),
+  ]

@@ -356,7 +356,9 @@ def test_overoptimization_runs_every_proxy_and_resumes_without_redoing_them(tmp_
       ]
       assert [int(r["n_or_step"]) for r in rl] == ([0, 1, 2] if count == 24 else [])
   # The 1-block proxy's trunk is the SFT model's first block.
-  options = types.SimpleNamespace(seed=0, out=out, beta=0.01, ppo_steps=2, eval_every=1)
+  options = types.SimpleNamespace(
+    seed=0, out=out, beta=0.01, ppo_steps=2, eval_every=1, rm_epochs=3.6
+  )
   config = overoptimization.proxy_config(options, os.path.join(out, "base"), 1, 12)
   run = overoptimization.loaded_run(config, os.path.join(out, "proxy_L1_C12"))
   assert set(run.rm_params["transformer"]) == {"wte", "wpe", "h_0", "ln_f"}

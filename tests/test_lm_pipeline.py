@@ -4,12 +4,15 @@ run of every stage, exact resume of PPO, and its config checks."""
 
 import json
 import os
+import threading
+import time
 
 import jax
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
+from rlhf_jax.labeling.store import STORE_NAME, Store
 from rlhf_jax.lm import config as config_lib
 from rlhf_jax.lm import data, pipeline
 from rlhf_jax.lm.evaluate import Evaluator
@@ -238,3 +241,44 @@ def test_validate_pipeline_names_the_bad_key(change, message):
     (config[section] if section else config)[name] = value
   with pytest.raises(ValueError, match=message):
     config_lib.validate_pipeline(config)
+
+
+def test_a_person_labels_the_comparisons_in_the_store_while_the_stage_waits(tmp_path):
+  """comparisons.teacher = "human": the stage queues its 24 pairs and waits; a person
+  (a thread answering through the store, as the app does) picks left for odd pair ids,
+  skips every fourth, right otherwise; comparisons.jsonl holds those answers, the reward
+  model is fit on them."""
+  workdir = str(tmp_path / "run")
+  config = tiny_config()
+  config.stages = "sft,comparisons,rm"
+  config.comparisons.teacher = "human"
+  config.comparisons.poll_seconds = 0.05
+  store = Store(os.path.join(workdir, STORE_NAME))
+  answered = []
+
+  def person():
+    while len(answered) < 24:
+      pair = store.next_pair("ann")
+      if pair is None:
+        time.sleep(0.05)
+        continue
+      choice = "left" if pair["pair_id"] % 2 else "skip" if pair["pair_id"] % 4 == 0 else "right"
+      store.submit(pair["pair_id"], choice, "ann")
+      answered.append((pair, choice))
+
+  labeller = threading.Thread(target=person, daemon=True)
+  labeller.start()
+  pipeline.run_pipeline(config, workdir, stream=open(os.devnull, "w"))
+  labeller.join(timeout=10)
+  expected = []
+  for pair, choice in answered:
+    if choice == "skip":
+      continue
+    first, second = store.segment(pair["first"]), store.segment(pair["second"])
+    chosen, rejected = (first, second) if choice == "left" else (second, first)
+    expected.append(
+      data.Comparison(str(first["prompt"]), str(chosen["completion"]), str(rejected["completion"]))
+    )
+  assert len(expected) == 18  # 24 less the 6 skipped
+  assert data.read_comparisons(os.path.join(workdir, "comparisons.jsonl")) == expected
+  assert os.path.exists(os.path.join(workdir, "rm", "params.msgpack"))

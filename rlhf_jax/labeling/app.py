@@ -9,7 +9,9 @@ server, so the app can be killed and restarted at any time without losing a labe
 
 The JSON API (what the page uses; a script can use it too):
   GET  /api/next?client=C     the pair C should label: {"pair": {pair_id, left, right} or
-                              null, "progress": {...}}; the pair is held for C alone
+                              null, "progress": {...}}; the pair is held for C alone.
+                              A text pair (a language model's two completions of a
+                              prompt) has {pair_id, prompt, left_text, right_text}
   POST /api/label             {"pair_id", "choice": left|right|equal|skip, "client"}
   POST /api/undo              {"client"}: takes back C's newest label
   GET  /api/labels            every label given
@@ -34,9 +36,8 @@ import flask
 from werkzeug.exceptions import HTTPException
 
 from rlhf_jax.labeling import frames, render
-from rlhf_jax.labeling.store import LabelError, Store
+from rlhf_jax.labeling.store import STORE_NAME, LabelError, Store
 
-STORE_NAME = "labels.sqlite"
 CLIP_DIR_NAME = "clips"
 MAX_RETRY_SECONDS = 60.0  # the longest a failing clip renderer waits before it tries again
 
@@ -124,11 +125,20 @@ def create_app(workdir: str, token: str | None = None, clips: bool = True) -> fl
   def next_pair():
     pair = store.next_pair(client_name(), need_clips=clips)
     if pair is not None:
-      pair = {
-        "pair_id": pair["pair_id"],
-        "left": clip_url(pair["first"]),
-        "right": clip_url(pair["second"]),
-      }
+      first, second = store.segment(pair["first"]), store.segment(pair["second"])
+      if "completion" in first:  # text: nothing to play
+        pair = {
+          "pair_id": pair["pair_id"],
+          "prompt": str(first["prompt"]),
+          "left_text": str(first["completion"]),
+          "right_text": str(second["completion"]),
+        }
+      else:
+        pair = {
+          "pair_id": pair["pair_id"],
+          "left": clip_url(pair["first"]),
+          "right": clip_url(pair["second"]),
+        }
     return flask.jsonify(pair=pair, progress=store.counts())
 
   @app.post("/api/label")

@@ -9,7 +9,8 @@ so a killed process loses at most the request it was answering.
 Tables:
   meta      key -> value: what rendering needs (env name, backend, dt, ...)
   segments  id -> npz blob of the segment's arrays (obs, action, next_obs, true_reward,
-            mask, qpos)
+            mask, qpos), or of a text completion (prompt, completion: 0-d strings; the
+            language-model pipeline's comparisons, shown as text, no clip)
   pairs     id, first, second (segment ids), env_steps when asked, clips_ready,
             assigned_to / assigned_at (who is looking at it now)
   labels    pair_id, choice (left/right/equal/skip), client, created_at, and
@@ -25,6 +26,7 @@ import time
 
 import numpy as np
 
+STORE_NAME = "labels.sqlite"  # in the workdir the trainer and the app share
 CHOICES = ("left", "right", "equal", "skip")
 # P(first ≻ second) of each choice ("left" shows the pair's first segment); skip has none.
 LABEL_OF_CHOICE = {"left": 1.0, "right": 0.0, "equal": 0.5}
@@ -122,8 +124,11 @@ class Store:
     with self._transaction() as db:
       return {key: json.loads(value) for key, value in db.execute("SELECT * FROM meta")}
 
-  def add_pairs(self, pairs: list[tuple[str, dict, str, dict]], env_steps: int) -> list[int]:
-    """Queues pairs (first id, first arrays, second id, second arrays); returns their ids."""
+  def add_pairs(
+    self, pairs: list[tuple[str, dict, str, dict]], env_steps: int, clips_ready: bool = False
+  ) -> list[int]:
+    """Queues pairs (first id, first arrays, second id, second arrays); returns their ids.
+    `clips_ready`: nothing to render (text pairs)."""
     now = self.clock()
     ids = []
     with self._transaction() as db:
@@ -133,8 +138,9 @@ class Store:
             "INSERT OR IGNORE INTO segments VALUES (?, ?)", (segment_id, encode_segment(arrays))
           )
         cursor = db.execute(
-          "INSERT INTO pairs (first, second, env_steps, created_at) VALUES (?, ?, ?, ?)",
-          (first_id, second_id, env_steps, now),
+          "INSERT INTO pairs (first, second, env_steps, created_at, clips_ready) "
+          "VALUES (?, ?, ?, ?, ?)",
+          (first_id, second_id, env_steps, now, int(clips_ready)),
         )
         ids.append(cursor.lastrowid)
     return ids

@@ -140,7 +140,10 @@ def pipeline_config() -> ml_collections.ConfigDict:
   config.comparisons = ml_collections.ConfigDict()
   config.comparisons.num_pairs = 2_000
   config.comparisons.batch_size = 128  # prompts sampled at once
-  config.comparisons.teacher = "oracle"  # a teachers.PRESETS name
+  # A teachers.PRESETS name, or "human": a person labels the pairs in the labeling app
+  # (`lm/human.py`; the stage waits, polling every poll_seconds, until all are answered).
+  config.comparisons.teacher = "oracle"
+  config.comparisons.poll_seconds = 2.0
   config.comparisons.teacher_params = ml_collections.ConfigDict(teachers.TeacherParams()._asdict())
 
   config.rm = rm.default_config()
@@ -240,10 +243,14 @@ def validate_pipeline(config) -> None:
     raise ValueError(
       f"config.rm.held_out_fraction must be in (0, 1), got {config.rm.held_out_fraction}."
     )
-  if config.comparisons.teacher not in teachers.PRESETS:
+  if config.comparisons.teacher not in (*teachers.PRESETS, "human"):
     raise ValueError(
       f"config.comparisons.teacher={config.comparisons.teacher!r} is unknown; choose one of "
-      f"{tuple(teachers.PRESETS)}."
+      f"{(*teachers.PRESETS, 'human')}."
+    )
+  if config.comparisons.poll_seconds <= 0:
+    raise ValueError(
+      f"config.comparisons.poll_seconds must be > 0, got {config.comparisons.poll_seconds}."
     )
   if config.ppo.batch_size % config.ppo.num_minibatches:
     raise ValueError(

@@ -49,11 +49,13 @@ from tensorboardX import SummaryWriter
 
 from rlhf_jax import checkpoint as checkpoint_lib
 from rlhf_jax import queries, teachers
+from rlhf_jax.labeling.store import STORE_NAME, Store
 from rlhf_jax.lm import (
   data,
   dpo,
   gold,
   heads,
+  human,
   model,
   rm,
   sampling,
@@ -76,6 +78,7 @@ RESUMABLE = (
   "dpo.steps",
   "best_of_n.ns",
   "eval.num_printed",
+  "comparisons.poll_seconds",
   "checkpoint_keep",
   "sharding.mesh",  # a stage resumes its checkpoint onto another mesh or preset
   "sharding.rules",
@@ -229,14 +232,42 @@ def load_sft(run: Run) -> None:
 
 
 def stage_comparisons(run: Run) -> None:
-  """Samples pairs of SFT completions of train prompts and labels them with the teacher."""
+  """Samples pairs of SFT completions of train prompts and labels them with the teacher
+  (a person's answers when it is "human": `human.py`)."""
   if run.config.data.comparisons_path or os.path.exists(run.path("comparisons.jsonl")):
     return
-  if run.gold_fn is None:
+  if run.config.comparisons.teacher == "human":
+    store = Store(run.path(STORE_NAME))
+    if not store.counts()["pairs"]:  # else queued by an earlier run, perhaps half labelled
+      human.queue_pairs(store, *sample_pairs(run))
+    run.print(
+      f"comparisons: {store.counts()['pairs']} pairs for a person to label: "
+      f"python -m rlhf_jax.label --workdir={run.workdir}"
+    )
+    human.wait_for_labels(store, run.config.comparisons.poll_seconds, run.print)
+    rows, queued = human.comparisons(store), store.counts()["pairs"]
+    summary = {
+      "stage": "comparisons",
+      "pairs": len(rows),
+      "skipped": queued - len(rows),
+      "ties": sum(row["tie"] for row in rows),
+    }
+    run.append("metrics.jsonl", summary)
+    run.print(f"comparisons: {len(rows)} labelled by a person ({summary['skipped']} skipped)")
+  elif run.gold_fn is None:
     raise ValueError(
       "A user's task has no gold reward to label comparisons with: set "
-      "config.data.comparisons_path, or drop 'comparisons' from config.stages."
+      "config.data.comparisons_path, label them yourself (comparisons.teacher='human'), "
+      "or drop 'comparisons' from config.stages."
     )
+  else:
+    rows = oracle_comparisons(run, *sample_pairs(run))
+  data.write_jsonl(run.path("comparisons.jsonl.tmp"), rows)
+  os.replace(run.path("comparisons.jsonl.tmp"), run.path("comparisons.jsonl"))
+
+
+def sample_pairs(run: Run):
+  """(prompts, firsts, seconds): comparisons.num_pairs train prompts, two SFT samples of each."""
   config = run.config.comparisons
   sample = run.sampler()
   rng = np.random.default_rng([run.config.seed, 1])
@@ -251,7 +282,13 @@ def stage_comparisons(run: Run) -> None:
       completion = sample(run.sft_params, key_sample, tokens, mask)
       texts.extend(data.decode_completions(run.tokenizer, completion.tokens, completion.mask))
     prompts.extend(batch)
-  prompts, firsts, seconds = (x[: config.num_pairs] for x in (prompts, firsts, seconds))
+  return tuple(x[: config.num_pairs] for x in (prompts, firsts, seconds))
+
+
+def oracle_comparisons(run: Run, prompts, firsts, seconds) -> list[dict]:
+  """The pairs labelled by the simulated teacher on their gold rewards, as rows."""
+  config = run.config.comparisons
+  key = jax.random.fold_in(run.key, STAGE_KEYS["comparisons"])
   gold_first = np.array([run.gold_fn(p, y) for p, y in zip(prompts, firsts, strict=True)])
   gold_second = np.array([run.gold_fn(p, y) for p, y in zip(prompts, seconds, strict=True)])
   labels, valid = label_pairs(run.config.comparisons, key, gold_first, gold_second)
@@ -279,8 +316,7 @@ def stage_comparisons(run: Run) -> None:
     f"({summary['skipped']} skipped, {summary['ties']} ties), {agree:.1%} agree with gold; "
     f"SFT samples' mean gold {summary['sample_gold']:+.3f}"
   )
-  data.write_jsonl(run.path("comparisons.jsonl.tmp"), rows)
-  os.replace(run.path("comparisons.jsonl.tmp"), run.path("comparisons.jsonl"))
+  return rows
 
 
 def label_pairs(comparisons_config, key, gold_first, gold_second):
