@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -126,3 +127,42 @@ def test_export_says_when_there_is_nothing(tmp_path):
   Store(labeling_app.store_path(workdir))
   with pytest.raises(ValueError, match="no labelled pairs"):
     dataset.export(workdir, str(tmp_path / "data"))
+
+
+def test_text_comparisons_export_read_back_and_fit_offline(tmp_path):
+  """A person's text labels (lm/human.py's store) as a TFDS dataset: the prompt and both
+  completions back as text with labels by hand (skips left out), then the LM pipeline's
+  rm stage fits a reward model on the dataset directory itself."""
+  from rlhf_jax.lm import human, model, pipeline, weights  # noqa: PLC0415
+  from tests.test_lm_human import FIRSTS, PROMPTS, SECONDS  # noqa: PLC0415
+  from tests.test_lm_pipeline import tiny_config  # noqa: PLC0415
+
+  workdir, data_dir = str(tmp_path / "lm"), str(tmp_path / "data")
+  store = Store(labeling_app.store_path(workdir))
+  human.queue_pairs(store, PROMPTS, FIRSTS, SECONDS)
+  for pair_id, choice in ((1, "left"), (2, "right"), (3, "skip"), (4, "equal")):
+    store.submit(pair_id, choice, "ann")
+  dataset.export(workdir, data_dir, name="text_prefs")
+  arrays, meta = dataset.load(data_dir, "text_prefs")
+  assert meta == {"kind": "text"}
+  assert arrays["prompt"] == [PROMPTS[0], PROMPTS[1], PROMPTS[3]]
+  assert arrays["first"] == [FIRSTS[0], FIRSTS[1], FIRSTS[3]]
+  assert arrays["second"] == [SECONDS[0], SECONDS[1], SECONDS[3]]
+  np.testing.assert_array_equal(arrays["label"], [1.0, 0.0, 0.5])
+  assert arrays["source"] == ["human"] * 3
+  read = dataset.comparisons(data_dir, "text_prefs")
+  assert [(c.chosen, c.rejected, c.tie) for c in read] == [
+    (FIRSTS[0], SECONDS[0], False),
+    (SECONDS[1], FIRSTS[1], False),
+    (FIRSTS[3], SECONDS[3], True),
+  ]
+  # The offline fit: a (random) tiny model as the SFT checkpoint, the rm stage alone.
+  config = tiny_config()
+  size = model.SIZES["tiny"]._replace(vocab_size=259, n_positions=96)  # the byte tokenizer's
+  weights.save_gpt2(str(tmp_path / "sft"), size, model.make_model(size).init(jax.random.key(0)))
+  config.stages, config.model.checkpoint = "rm", str(tmp_path / "sft")
+  config.data.comparisons_path = os.path.join(data_dir, "text_prefs")
+  pipeline.run_pipeline(config, str(tmp_path / "fit"), stream=open(os.devnull, "w"))
+  with open(tmp_path / "fit" / "metrics.jsonl") as file:
+    rm_rows = [json.loads(line) for line in file if '"rm"' in line]
+  assert rm_rows[-1]["step"] == config.rm.steps and np.isfinite(rm_rows[-1]["held_out_rm_loss"])

@@ -16,6 +16,16 @@ and the dataset's metadata holds the env name, backend, control dt and segment l
 The labels come from the workdir's label store (`teacher=human`) or, for a simulated
 teacher, from the preference buffer in the run's newest checkpoint.
 
+A language model's comparisons (the LM pipeline's workdir: its label store of text pairs,
+or the comparisons.jsonl a simulated teacher labelled) export as text instead:
+
+  prompt          the prompt
+  first, second   the two completions
+  label, source, index   as above
+
+and fit offline with the pipeline's rm stage: `--config.data.comparisons_path=
+<data_dir>/<name>` reads the dataset (`comparisons(data_dir, name)`).
+
 Reading needs neither TensorFlow nor this module: `tfds.data_source(name,
 data_dir=...)` finds the dataset on disk; `load(data_dir)` returns it as NumPy arrays.
 """
@@ -44,18 +54,23 @@ def _builder_class(name: str):
 
     def _info(self):
       first = self._examples[0]["first"]
-      segment = tfds.features.FeaturesDict(
-        {
-          field: tfds.features.Tensor(shape=first[field].shape, dtype=np.float32)
-          for field in Segment._fields
-        }
-      )
+      if isinstance(first, str):  # a language model's completions
+        pair = {"prompt": tfds.features.Text(), "first": tfds.features.Text()}
+        pair["second"] = tfds.features.Text()
+        what = "completions of a prompt"
+      else:
+        segment = tfds.features.FeaturesDict(
+          {
+            field: tfds.features.Tensor(shape=first[field].shape, dtype=np.float32)
+            for field in Segment._fields
+          }
+        )
+        pair, what = {"first": segment, "second": segment}, "segments"
       return self.dataset_info_from_configs(
-        description="Labelled pairs of segments for learning a reward (rlhf_jax).",
+        description=f"Labelled pairs of {what} for learning a reward (rlhf_jax).",
         features=tfds.features.FeaturesDict(
           {
-            "first": segment,
-            "second": segment,
+            **pair,
             "label": tfds.features.Scalar(dtype=np.float32),
             "source": tfds.features.Text(),
             "index": tfds.features.Scalar(dtype=np.int64),
@@ -76,8 +91,9 @@ def _builder_class(name: str):
 
 
 def write(examples: list[dict], meta: dict, data_dir: str, name: str = NAME) -> str:
-  """Writes `examples` (dicts of first, second, label, source) as the dataset `name` in
-  `data_dir`; returns the dataset's directory. An existing version is replaced."""
+  """Writes `examples` (dicts of first, second, label, source; first and second segment
+  arrays, or completions with a prompt) as the dataset `name` in `data_dir`; returns the
+  dataset's directory. An existing version is replaced."""
   if not examples:
     raise ValueError("there are no labelled pairs to export")
   import shutil  # noqa: PLC0415
@@ -85,10 +101,14 @@ def write(examples: list[dict], meta: dict, data_dir: str, name: str = NAME) -> 
   target = os.path.join(data_dir, name, VERSION)
   if os.path.exists(target):
     shutil.rmtree(target)
+  arrays = lambda side: {k: np.asarray(v, np.float32) for k, v in side.items()}
   examples = [
     {
-      "first": {k: np.asarray(v, np.float32) for k, v in e["first"].items()},
-      "second": {k: np.asarray(v, np.float32) for k, v in e["second"].items()},
+      **(
+        {"prompt": e["prompt"], "first": e["first"], "second": e["second"]}
+        if "prompt" in e
+        else {"first": arrays(e["first"]), "second": arrays(e["second"])}
+      ),
       "label": np.float32(e["label"]),
       "source": e["source"],
       "index": np.int64(index),
@@ -101,22 +121,39 @@ def write(examples: list[dict], meta: dict, data_dir: str, name: str = NAME) -> 
 
 
 def load(data_dir: str, name: str = NAME) -> tuple[dict, dict]:
-  """(arrays, meta): `first` and `second` as Segment-field dicts of [P, K, ...] arrays,
-  `label` [P] and `source` [P]; `meta` the dataset's metadata."""
+  """(arrays, meta): `first` and `second` as Segment-field dicts of [P, K, ...] arrays
+  (text datasets: `prompt`, `first` and `second` lists of strings), `label` [P] and
+  `source` [P]; `meta` the dataset's metadata."""
   import tensorflow_datasets as tfds  # noqa: PLC0415
 
   source = tfds.data_source(name, data_dir=data_dir, split="train")
   rows = sorted((source[i] for i in range(len(source))), key=lambda row: int(row["index"]))
-  stack = lambda side: {f: np.stack([r[side][f] for r in rows]) for f in Segment._fields}
-  arrays = {
-    "first": stack("first"),
-    "second": stack("second"),
-    "label": np.array([r["label"] for r in rows], np.float32),
-    "source": [
-      r["source"].decode() if isinstance(r["source"], bytes) else r["source"] for r in rows
-    ],
-  }
+  text = lambda value: value.decode() if isinstance(value, bytes) else str(value)
+  if "prompt" in rows[0]:
+    arrays = {field: [text(r[field]) for r in rows] for field in ("prompt", "first", "second")}
+  else:
+    stack = lambda side: {f: np.stack([r[side][f] for r in rows]) for f in Segment._fields}
+    arrays = {"first": stack("first"), "second": stack("second")}
+  arrays["label"] = np.array([r["label"] for r in rows], np.float32)
+  arrays["source"] = [text(r["source"]) for r in rows]
   return arrays, dict(source.dataset_info.metadata or {})
+
+
+def comparisons(data_dir: str, name: str = NAME) -> list:
+  """A text dataset as the LM pipeline's comparisons (`lm.data.Comparison`: the first
+  completion chosen for label 1, the second for 0, a tie for 0.5)."""
+  from rlhf_jax.lm.data import Comparison  # noqa: PLC0415
+
+  arrays, _ = load(data_dir, name)
+  if "prompt" not in arrays:
+    raise ValueError(f"{os.path.join(data_dir, name)} holds segments, not text comparisons")
+  rows = zip(arrays["prompt"], arrays["first"], arrays["second"], arrays["label"], strict=True)
+  return [
+    Comparison(prompt, second, first)
+    if label == 0
+    else Comparison(prompt, first, second, bool(label == 0.5))
+    for prompt, first, second, label in rows
+  ]
 
 
 def from_store(workdir: str) -> tuple[list[dict], dict]:
@@ -125,13 +162,47 @@ def from_store(workdir: str) -> tuple[list[dict], dict]:
   from rlhf_jax.labeling.store import Store  # noqa: PLC0415
 
   store = Store(app.store_path(workdir))
-  rows = store.labelled_pairs()
+  rows = [r for r in store.labelled_pairs() if r["label"] is not None]
+  if store.meta().get("kind") == "text":  # the LM pipeline's (lm/human.py)
+    text = lambda row, side: str(row[side]["completion"])
+    examples = [
+      {
+        "prompt": str(r["first"]["prompt"]),
+        "first": text(r, "first"),
+        "second": text(r, "second"),
+        "label": r["label"],
+        "source": "human",
+      }
+      for r in rows
+    ]
+    return examples, store.meta()
   examples = [
     {"first": r["first"], "second": r["second"], "label": r["label"], "source": "human"}
     for r in rows
-    if r["label"] is not None
   ]
   return examples, store.meta()
+
+
+def from_comparisons(workdir: str) -> tuple[list[dict], dict]:
+  """The comparisons an LM pipeline's simulated teacher labelled (comparisons.jsonl),
+  the chosen completion first."""
+  import json  # noqa: PLC0415
+
+  from rlhf_jax.lm.data import read_comparisons  # noqa: PLC0415
+
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as file:
+    teacher = json.load(file)["comparisons"]["teacher"]
+  examples = [
+    {
+      "prompt": c.prompt,
+      "first": c.chosen,
+      "second": c.rejected,
+      "label": 0.5 if c.tie else 1.0,
+      "source": teacher,
+    }
+    for c in read_comparisons(os.path.join(workdir, "comparisons.jsonl"))
+  ]
+  return examples, {"kind": "text"}
 
 
 def from_checkpoint(workdir: str) -> tuple[list[dict], dict]:
@@ -171,17 +242,26 @@ def from_checkpoint(workdir: str) -> tuple[list[dict], dict]:
   return examples, render.clip_meta(config, trainer)
 
 
+SOURCES = ("auto", "store", "checkpoint", "comparisons")
+
+
 def export(workdir: str, data_dir: str, name: str = NAME, source: str = "auto") -> str:
   """Writes the labels of the run in `workdir` as a dataset; `source` is "store" (the
-  labeling app's), "checkpoint" (a simulated teacher's) or "auto" (the store if there is
-  one). Returns the dataset's directory."""
+  labeling app's), "checkpoint" (a simulated teacher's), "comparisons" (an LM pipeline's
+  comparisons.jsonl) or "auto" (the store if there is one, else the comparisons if there
+  are, else the checkpoint). Returns the dataset's directory."""
   from rlhf_jax.labeling import app  # noqa: PLC0415
 
   if source == "auto":
-    source = "store" if os.path.exists(app.store_path(workdir)) else "checkpoint"
-  if source not in ("store", "checkpoint"):
-    raise ValueError(f"source must be auto, store or checkpoint; got {source!r}")
-  examples, meta = from_store(workdir) if source == "store" else from_checkpoint(workdir)
+    source = "checkpoint"
+    if os.path.exists(os.path.join(workdir, "comparisons.jsonl")):
+      source = "comparisons"
+    if os.path.exists(app.store_path(workdir)):
+      source = "store"
+  if source not in SOURCES[1:]:
+    raise ValueError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
+  read = {"store": from_store, "checkpoint": from_checkpoint, "comparisons": from_comparisons}
+  examples, meta = read[source](workdir)
   return write(examples, meta, data_dir, name)
 
 
@@ -192,7 +272,7 @@ def main(argv=None):
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--data_dir", required=True)
   parser.add_argument("--name", default=NAME)
-  parser.add_argument("--source", default="auto", choices=("auto", "store", "checkpoint"))
+  parser.add_argument("--source", default="auto", choices=SOURCES)
   args = parser.parse_args(argv)
   path = export(args.workdir, args.data_dir, args.name, args.source)
   arrays, _ = load(args.data_dir, args.name)

@@ -128,7 +128,9 @@ def pipeline_config() -> ml_collections.ConfigDict:
   # skipped. Without "sft", `model.checkpoint` is the SFT model the others start from.
   config.stages = "sft,comparisons,rm,ppo,best_of_n,dpo"  # "online" is opt-in
   config.data.prompts_path = ""  # JSONL {"prompt"} for comparisons and PPO; "": default task
-  config.data.comparisons_path = ""  # JSONL {"prompt", "chosen", "rejected"}: skips collection
+  # JSONL {"prompt", "chosen", "rejected"}, or a text dataset labeling/dataset.py exported
+  # (<data_dir>/<name>): skips collection
+  config.data.comparisons_path = ""
 
   # Completions that every stage samples, scores and learns from.
   config.completion = ml_collections.ConfigDict()
@@ -288,7 +290,10 @@ def validate_pipeline(config) -> None:
     )
   if any(n < 1 for n in config.best_of_n.ns):
     raise ValueError(f"config.best_of_n.ns={config.best_of_n.ns}: every n must be >= 1.")
-  for key in ("prompts_path", "comparisons_path"):
-    path = config.data[key]
-    if path and not os.path.isfile(path):
-      raise ValueError(f"config.data.{key}={path!r}: no such file.")
+  if config.data.prompts_path and not os.path.isfile(config.data.prompts_path):
+    raise ValueError(f"config.data.prompts_path={config.data.prompts_path!r}: no such file.")
+  path = config.data.comparisons_path
+  if path and not os.path.isfile(path) and not os.path.isdir(path):
+    raise ValueError(
+      f"config.data.comparisons_path={path!r}: no such file (JSONL) or directory (a dataset)."
+    )

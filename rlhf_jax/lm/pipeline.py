@@ -49,6 +49,7 @@ from tensorboardX import SummaryWriter
 
 from rlhf_jax import checkpoint as checkpoint_lib
 from rlhf_jax import queries, teachers
+from rlhf_jax.labeling import dataset
 from rlhf_jax.labeling.store import STORE_NAME, Store
 from rlhf_jax.lm import (
   data,
@@ -349,7 +350,10 @@ def comparison_arrays(run: Run, comparisons) -> rm.Comparisons:
 def split_comparisons(run: Run):
   """(train, held-out) rm.Comparisons: a seeded permutation of the comparisons."""
   path = run.config.data.comparisons_path or run.path("comparisons.jsonl")
-  comparisons = data.read_comparisons(path)
+  if os.path.isdir(path):  # a text dataset labeling/dataset.py exported: <data_dir>/<name>
+    comparisons = dataset.comparisons(*os.path.split(os.path.normpath(path)))
+  else:
+    comparisons = data.read_comparisons(path)
   order = np.random.default_rng([run.config.seed, 2]).permutation(len(comparisons))
   held_out = max(1, round(run.config.rm.held_out_fraction * len(comparisons)))
   if held_out >= len(comparisons):
