@@ -70,6 +70,20 @@ def best_of_n_expectation(scores, values, n: int) -> float:
   return float(np.mean(weights @ ranked))
 
 
+def pair_accuracy(scores, gold) -> float:
+  """How often the proxy orders two samples of the same prompt as gold does: over every
+  pair of the S samples [S, P] of each prompt whose golds differ, then over prompts."""
+  scores, gold = np.asarray(scores, np.float64), np.asarray(gold, np.float64)
+  accuracies = []
+  for prompt in range(scores.shape[1]):
+    gold_order = np.sign(gold[:, None, prompt] - gold[None, :, prompt])
+    agree = np.sign(scores[:, None, prompt] - scores[None, :, prompt]) == gold_order
+    pairs = np.triu(gold_order != 0, k=1)
+    if pairs.any():
+      accuracies.append(np.mean(agree[pairs]))
+  return float(np.mean(accuracies))
+
+
 def fit_gold(method: str, d, gold) -> tuple[float, float]:
   """(alpha, beta) of Gao et al.'s form for `method` ("best_of_n" or "rl") fit to gold
   (measured from the initial policy's) at d = sqrt(KL), by least squares."""
@@ -240,7 +254,8 @@ def rl_rows(results: list[dict], layers: int, count: int) -> list[dict]:
 
 
 def fit_table(rows: list[dict], accuracy: dict, proxies) -> list[dict]:
-  """Per method and proxy with at least 3 points: the fit, the peak and the last point."""
+  """Per method and proxy with at least 3 points: the fit, the peak and the last point.
+  `accuracy[(layers, count)]`: (held-out accuracy, pair accuracy on the SFT samples)."""
   fits = []
   for method in ("best_of_n", "rl"):
     for size, count in proxies:
@@ -254,7 +269,8 @@ def fit_table(rows: list[dict], accuracy: dict, proxies) -> list[dict]:
           method=method,
           layers=size,
           count=count,
-          held_out_accuracy=accuracy[size, count],
+          held_out_accuracy=accuracy[size, count][0],
+          sample_pair_accuracy=accuracy[size, count][1],
           alpha=alpha,
           beta=beta,
           peak_gold=peak["gold"],
@@ -358,13 +374,13 @@ def main(argv=None) -> None:
     config = proxy_config(args, base, size, count)
     print(f"proxy: {size} blocks, {count} comparisons ({workdir})", flush=True)
     pipeline.run_pipeline(config, workdir, stream=open(os.devnull, "w"))
-    accuracy[size, count] = held_out_accuracy(workdir)
     run = loaded_run(config, workdir)
     if samples is None:
       samples = sft_samples(
         run, os.path.join(args.out, "sft_samples.npz"), args.prompts, args.samples, args.seed
       )
     scores = proxy_scores(run, samples, os.path.join(workdir, "best_of_n_scores.npy"))
+    accuracy[size, count] = (held_out_accuracy(workdir), pair_accuracy(scores, samples["gold"]))
     rows.extend(best_of_n_rows(samples["gold"], scores, size, count))
     save()
   for size, count in rl:
@@ -376,16 +392,21 @@ def main(argv=None) -> None:
     save()
 
   print(
-    f"\n{'method':10s} {'blocks':>6s} {'pairs':>6s} {'RM acc':>6s} {'alpha':>8s} {'beta':>8s}"
+    f"\n{'method':10s} {'blocks':>6s} {'pairs':>6s} {'RM acc':>6s} {'vs gold':>7s} {'alpha':>8s}"
+    f" {'beta':>8s}"
     f" {'peak gold (d)':>15s} {'last gold / proxy (d)':>24s}"
   )
   for f in save():
     print(
       f"{f['method']:10s} {f['layers']:6d} {f['count']:6d} {f['held_out_accuracy']:6.3f} "
+      f"{f['sample_pair_accuracy']:7.3f} "
       f"{f['alpha']:8.4f} {f['beta']:8.4f} {f['peak_gold']:+8.3f} ({f['peak_d']:4.2f}) "
       f"{f['last_gold']:+8.3f} / {f['last_proxy']:+6.3f} ({f['last_d']:4.2f})"
     )
-  print("gold and proxy: changes from the SFT policy's; d = sqrt(KL) in sqrt(nats)")
+  print(
+    "gold and proxy: changes from the SFT policy's; d = sqrt(KL) in sqrt(nats); RM acc: on its"
+    " held-out comparisons; vs gold: how often it orders two SFT samples of a prompt as gold does"
+  )
 
 
 if __name__ == "__main__":

@@ -379,3 +379,12 @@ def test_overoptimization_runs_every_proxy_and_resumes_without_redoing_them(tmp_
   }
   overoptimization.main(argv)  # everything is there: nothing is redone
   assert {path: os.path.getmtime(path) for path in stamps} == stamps
+
+
+def test_pair_accuracy_by_hand():
+  """Prompt 0: golds 1, 2, 3 and scores 1, 3, 2 order 2 of the 3 pairs alike; prompt 1:
+  golds 5, 5, 1 (the tied pair left out), scores 0, 9, 1 order 1 of the 2 others alike."""
+  overoptimization = experiment("overoptimization")
+  gold = np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 1.0]])
+  scores = np.array([[1.0, 0.0], [3.0, 9.0], [2.0, 1.0]])
+  assert overoptimization.pair_accuracy(scores, gold) == pytest.approx((2 / 3 + 1 / 2) / 2)
