@@ -10,10 +10,13 @@ Reads each workdir's results.jsonl (`rlhf_jax/lm/pipeline.py`) and writes to --o
                    PPO's, online PPO's and DPO's evaluations as curves in step order,
                    best-of-n as a curve over n, the SFT model as the point at KL 0
 and prints a table of each method's last evaluation: mean ± std gold, KL and proxy.
+DPO also appears as dpo_held_out: each seed's evaluation at the step of lowest held-out
+DPO loss (the pipeline logs it), the step picked without looking at gold.
 """
 
 import argparse
 import csv
+import json
 import os
 import statistics
 
@@ -34,14 +37,38 @@ def order(row: dict) -> tuple:
   return (family(row["method"]), row["step"], n)
 
 
+def held_out_pick(workdir: str, rows: list[dict]) -> dict | None:
+  """DPO's evaluation at the step of lowest held-out DPO loss (metrics.jsonl), as the
+  method "dpo_held_out" at step 0 with that step as `chosen_step`: a step chosen
+  without looking at gold. None when the run logged no held-out loss."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as file:
+    metrics = [json.loads(line) for line in file if line.strip()]
+  losses = {
+    m["step"]: m["held_out_dpo_loss"]
+    for m in metrics
+    if m.get("stage") == "dpo" and "held_out_dpo_loss" in m
+  }
+  evaluated = {row["step"]: row for row in rows if row["method"] == "dpo"}
+  steps = [step for step in losses if step in evaluated]
+  if not steps:
+    return None
+  step = min(steps, key=lambda s: (losses[s], s))
+  return {**evaluated[step], "method": "dpo_held_out", "step": 0, "chosen_step": step}
+
+
 def collect(workdirs: list[str]) -> dict:
-  """{(method, step): [row of each workdir that has it]}, in plotting order."""
+  """{(method, step): [row of each workdir that has it]}, in plotting order; DPO's
+  held-out pick (`held_out_pick`) as the method dpo_held_out."""
   points = {}
   for workdir in workdirs:
     rows = read_results(os.path.join(workdir, "results.jsonl"))
     if not rows:
       raise SystemExit(f"{workdir} has no results.jsonl rows yet.")
-    for row in rows:
+    pick = held_out_pick(workdir, rows)
+    for row in rows + ([pick] if pick else []):
       points.setdefault((row["method"], row["step"]), []).append(row)
   return dict(sorted(points.items(), key=lambda item: order(item[1][0])))
 
@@ -110,7 +137,9 @@ def main():
     kl = mean_std([r["kl"] for r in rows])[0]
     proxies = [r["proxy"] for r in rows if "proxy" in r]
     proxy = f"{statistics.fmean(proxies):+7.3f}" if proxies else "      -"
-    print(f"{method:12s} {len(rows):5d} {gold:+8.3f} ± {std:5.3f} {kl:7.2f} {proxy}")
+    steps = [r["chosen_step"] for r in rows if "chosen_step" in r]
+    chosen = f"  (steps {', '.join(map(str, steps))})" if steps else ""
+    print(f"{method:12s} {len(rows):5d} {gold:+8.3f} ± {std:5.3f} {kl:7.2f} {proxy}{chosen}")
 
 
 if __name__ == "__main__":

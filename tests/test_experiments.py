@@ -388,3 +388,29 @@ def test_pair_accuracy_by_hand():
   gold = np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 1.0]])
   scores = np.array([[1.0, 0.0], [3.0, 9.0], [2.0, 1.0]])
   assert overoptimization.pair_accuracy(scores, gold) == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_lm_gold_vs_kl_picks_each_seeds_dpo_step_by_its_held_out_loss(tmp_path):
+  """Seed s0's held-out DPO loss is lowest at step 50, s1's at 100: dpo_held_out averages
+  s0's gold at 50 (0.2) and s1's at 100 (-0.2) to 0.0, without looking at gold."""
+  module = experiment("lm_gold_vs_kl")
+  runs = {
+    "s0": ({50: 0.6, 100: 0.7}, {50: 0.2, 100: 0.5}),
+    "s1": ({50: 0.6, 100: 0.5}, {50: 0.4, 100: -0.2}),
+  }
+  for name, (losses, golds) in runs.items():
+    os.makedirs(tmp_path / name)
+    with open(tmp_path / name / "results.jsonl", "w") as file:
+      for step, gold in golds.items():
+        file.write(json.dumps({"method": "dpo", "step": step, "kl": 1.0, "gold": gold}) + "\n")
+    with open(tmp_path / name / "metrics.jsonl", "w") as file:
+      file.write(json.dumps({"stage": "rm", "step": 50, "held_out_rm_loss": 0.1}) + "\n")
+      for step, loss in losses.items():
+        file.write(json.dumps({"stage": "dpo", "step": step, "held_out_dpo_loss": loss}) + "\n")
+  points = module.collect([str(tmp_path / "s0"), str(tmp_path / "s1")])
+  picked = points["dpo_held_out", 0]
+  assert [row["chosen_step"] for row in picked] == [50, 100]
+  assert module.mean_std([row["gold"] for row in picked])[0] == pytest.approx(0.0)
+  # A run without held-out losses (older ones) has no pick.
+  os.remove(tmp_path / "s1" / "metrics.jsonl")
+  assert len(module.collect([str(tmp_path / "s0"), str(tmp_path / "s1")])["dpo_held_out", 0]) == 1

@@ -176,6 +176,10 @@ def test_every_stage_writes_its_output_and_results(finished_run):
   assert {row["stage"] for row in metrics} == {"comparisons", "rm", "ppo", "online", "dpo"}
   # Online: 22 offline train pairs (24 less 2 held out), then 2 more before each step.
   assert [row["labels"] for row in metrics if row["stage"] == "online"] == [24, 26]
+  dpo_rows = [row for row in metrics if row["stage"] == "dpo"]
+  assert [row["step"] for row in dpo_rows] == [1, 2]
+  assert all(0 <= row["held_out_dpo_accuracy"] <= 1 for row in dpo_rows)
+  assert all(np.isfinite(row["held_out_dpo_loss"]) for row in dpo_rows)
   logged = tensorboard_scalars(os.path.join(workdir, "tensorboard"))
   ppo = [row["gold"] for row in rows if row["method"] == "ppo"]
   assert [step for step, _ in logged["ppo/gold"]] == [1, 2]

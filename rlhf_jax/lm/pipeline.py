@@ -438,12 +438,13 @@ def _restore(checkpoints, state, run: Run, stage: str):
 
 
 def _train_with_checkpoints(
-  run: Run, stage: str, state, step_fn, batch_fn, params_of, steps: int, every: int
+  run: Run, stage: str, state, step_fn, batch_fn, params_of, steps: int, every: int, held_out=None
 ):
   """The loop ppo, online and dpo share: `step_fn(state, *batch_fn(index), key)` (jitted
   by the caller, or a host function; the batch split by the placement) from the newest
   checkpoint on; an evaluation, a
-  results row and a checkpoint every `every` steps and at the end."""
+  results row and a checkpoint every `every` steps and at the end. `held_out(state) ->
+  dict` adds held-out metrics to each metrics row."""
   checkpoints = checkpoint_lib.Checkpointer(run.path(stage), run.config.checkpoint_keep)
   state, start = _restore(checkpoints, state, run, stage)
   if start >= steps:
@@ -458,6 +459,7 @@ def _train_with_checkpoints(
     rows.append(metrics)
     if (index + 1) % every == 0 or index + 1 == steps:
       means = {k: float(np.mean([jax.device_get(r[k]) for r in rows])) for k in rows[0]}
+      means.update(held_out(state) if held_out else {})
       run.append("metrics.jsonl", {"stage": stage, "step": index + 1, **means})
       run.result(stage, index + 1, evaluator(params_of(state)), time.time() - begin)
       checkpoints.save(index + 1, state, {"config": checkpoint_lib.config_dict(run.config)})
@@ -615,10 +617,17 @@ def stage_online(run: Run) -> None:
 
 
 def stage_dpo(run: Run) -> None:
+  """DPO on the train comparisons; each evaluation also logs the DPO loss and accuracy on
+  the held-out ones (`held_out_dpo_*`), which pick a step without looking at gold
+  (experiments/lm_gold_vs_kl.py's "dpo (held-out)")."""
   config = run.config.dpo
-  train, _ = split_comparisons(run)
+  train, held_out = split_comparisons(run)
   method = dpo.make_dpo(run.model, config)
   state = run.placement.state(method.init(run.sft_params))
+  evaluate = jax.jit(method.evaluate)
+
+  def held_out_metrics(state):
+    return {f"held_out_{k}": float(v) for k, v in evaluate(state, held_out).items()}
 
   def batch(index):
     return (
@@ -634,6 +643,7 @@ def stage_dpo(run: Run) -> None:
     lambda s: s.params,
     config.steps,
     config.eval_every,
+    held_out_metrics,
   )
 
 
