@@ -76,6 +76,7 @@ from rlhf_jax.types import Segment
 RESUMABLE = (
   "stages",
   "ppo.steps",
+  "ppo.eval_every",  # training does not depend on when it is evaluated
   "dpo.steps",
   "best_of_n.ns",
   "eval.num_printed",
