@@ -153,7 +153,7 @@ def test_label_text_pairs_with_the_keys_across_an_app_restart(tmp_path):
 
   workdir = str(tmp_path)
   store = Store(labeling_app.store_path(workdir))
-  human.queue_pairs(store, PROMPTS, FIRSTS, SECONDS)
+  human.queue(store, "c", PROMPTS, FIRSTS, SECONDS)
   port = free_port()
   server = start_server(workdir, port, clips=True)
   try:
@@ -195,7 +195,7 @@ def test_label_text_pairs_with_the_keys_across_an_app_restart(tmp_path):
     (3, "equal"),
     (4, "skip"),
   ]
-  assert [(row["chosen"], row["tie"]) for row in human.comparisons(store)] == [
+  assert [(row["chosen"], row["tie"]) for row in human.comparisons(store, [1, 2, 3, 4])] == [
     (FIRSTS[0], False),
     (SECONDS[1], False),
     (FIRSTS[2], True),

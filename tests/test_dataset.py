@@ -139,7 +139,7 @@ def test_text_comparisons_export_read_back_and_fit_offline(tmp_path):
 
   workdir, data_dir = str(tmp_path / "lm"), str(tmp_path / "data")
   store = Store(labeling_app.store_path(workdir))
-  human.queue_pairs(store, PROMPTS, FIRSTS, SECONDS)
+  human.queue(store, "c", PROMPTS, FIRSTS, SECONDS)
   for pair_id, choice in ((1, "left"), (2, "right"), (3, "skip"), (4, "equal")):
     store.submit(pair_id, choice, "ann")
   dataset.export(workdir, data_dir, name="text_prefs")

@@ -247,21 +247,23 @@ def test_validate_pipeline_names_the_bad_key(change, message):
     config_lib.validate_pipeline(config)
 
 
+@pytest.mark.slow  # about a minute on a loaded core: tiny SFT, RM and 2 online PPO steps
 def test_a_person_labels_the_comparisons_in_the_store_while_the_stage_waits(tmp_path):
   """comparisons.teacher = "human": the stage queues its 24 pairs and waits; a person
   (a thread answering through the store, as the app does) picks left for odd pair ids,
   skips every fourth, right otherwise; comparisons.jsonl holds those answers, the reward
-  model is fit on them."""
+  model is fit on them; then online PPO asks the person 2 pairs before each of its 2
+  steps, and its label count grows by them."""
   workdir = str(tmp_path / "run")
   config = tiny_config()
-  config.stages = "sft,comparisons,rm"
+  config.stages = "sft,comparisons,rm,online"
   config.comparisons.teacher = "human"
   config.comparisons.poll_seconds = 0.05
   store = Store(os.path.join(workdir, STORE_NAME))
   answered = []
 
   def person():
-    while len(answered) < 24:
+    while len(answered) < 28:
       pair = store.next_pair("ann")
       if pair is None:
         time.sleep(0.05)
@@ -275,7 +277,7 @@ def test_a_person_labels_the_comparisons_in_the_store_while_the_stage_waits(tmp_
   pipeline.run_pipeline(config, workdir, stream=open(os.devnull, "w"))
   labeller.join(timeout=10)
   expected = []
-  for pair, choice in answered:
+  for pair, choice in answered[:24]:
     if choice == "skip":
       continue
     first, second = store.segment(pair["first"]), store.segment(pair["second"])
@@ -286,3 +288,13 @@ def test_a_person_labels_the_comparisons_in_the_store_while_the_stage_waits(tmp_
   assert len(expected) == 18  # 24 less the 6 skipped
   assert data.read_comparisons(os.path.join(workdir, "comparisons.jsonl")) == expected
   assert os.path.exists(os.path.join(workdir, "rm", "params.msgpack"))
+  # Online: 16 train comparisons (18 less 2 held out), then 2 asked before each step.
+  assert [pair["first"] for pair, _ in answered[24:]] == [
+    "online0_0a",
+    "online0_1a",
+    "online1_0a",
+    "online1_1a",
+  ]
+  with open(os.path.join(workdir, "metrics.jsonl")) as file:
+    metrics = [json.loads(line) for line in file]
+  assert [row["labels"] for row in metrics if row["stage"] == "online"] == [18, 20]

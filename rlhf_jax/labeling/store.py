@@ -145,6 +145,27 @@ class Store:
         ids.append(cursor.lastrowid)
     return ids
 
+  def pair_ids(self, first_ids: list[str]) -> list[int | None]:
+    """The id of the pair whose first segment is each of `first_ids` (None: not queued)."""
+    with self._transaction() as db:
+      found = {}
+      for start in range(0, len(first_ids), 500):  # SQLite's limit on bound parameters
+        part = first_ids[start : start + 500]
+        marks = ", ".join("?" * len(part))
+        found.update(db.execute(f"SELECT first, id FROM pairs WHERE first IN ({marks})", part))
+    return [found.get(first_id) for first_id in first_ids]
+
+  def choices(self, pair_ids: list[int]) -> dict[int, str]:
+    """{pair id: choice} of those of `pair_ids` that are answered."""
+    with self._transaction() as db:
+      found = {}
+      for start in range(0, len(pair_ids), 500):
+        part = pair_ids[start : start + 500]
+        marks = ", ".join("?" * len(part))
+        query = f"SELECT pair_id, choice FROM labels WHERE pair_id IN ({marks})"
+        found.update(db.execute(query, part))
+    return found
+
   def take_labels(self, chunk: int, older_than: float = 0.0) -> list[dict]:
     """The answered pairs not yet ingested whose label is at least `older_than` seconds
     old (so a labeller can still undo a fresh one), marked as ingested at `chunk`.

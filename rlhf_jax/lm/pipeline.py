@@ -240,18 +240,19 @@ def stage_comparisons(run: Run) -> None:
     return
   if run.config.comparisons.teacher == "human":
     store = Store(run.path(STORE_NAME))
-    if not store.counts()["pairs"]:  # else queued by an earlier run, perhaps half labelled
-      human.queue_pairs(store, *sample_pairs(run))
+    # Queued by an earlier run (perhaps half labelled), or sampled and queued now.
+    ids = human.queued(store, "c", run.config.comparisons.num_pairs)
+    ids = ids or human.queue(store, "c", *sample_pairs(run))
     run.print(
-      f"comparisons: {store.counts()['pairs']} pairs for a person to label: "
+      f"comparisons: {len(ids)} pairs for a person to label: "
       f"python -m rlhf_jax.label --workdir={run.workdir}"
     )
-    human.wait_for_labels(store, run.config.comparisons.poll_seconds, run.print)
-    rows, queued = human.comparisons(store), store.counts()["pairs"]
+    human.wait(store, ids, run.config.comparisons.poll_seconds, run.print)
+    rows = human.comparisons(store, ids)
     summary = {
       "stage": "comparisons",
       "pairs": len(rows),
-      "skipped": queued - len(rows),
+      "skipped": len(ids) - len(rows),
       "ties": sum(row["tie"] for row in rows),
     }
     run.append("metrics.jsonl", summary)
@@ -573,13 +574,22 @@ def stage_online(run: Run) -> None:
       for c in (first, second)
     ]
     chosen = np.asarray(select(config.query, keys[2], *scores, config.labels_per_round))
-    golds = []
-    for c in (first, second):
-      texts = data.decode_completions(run.tokenizer, c.tokens[chosen], c.mask[chosen])
-      golds.append(
-        np.array([run.gold_fn(prompts[i], y) for i, y in zip(chosen, texts, strict=True)])
-      )
-    labels, valid = label_pairs(run.config.comparisons, keys[3], *golds)
+    texts = [
+      data.decode_completions(run.tokenizer, c.tokens[chosen], c.mask[chosen])
+      for c in (first, second)
+    ]
+    if run.config.comparisons.teacher == "human":  # a person answers in the app
+      store = Store(run.path(STORE_NAME))
+      ids = human.queue(store, f"online{index}_", [prompts[i] for i in chosen], *texts)
+      run.print(f"online: round at step {index}, {len(ids)} pairs for a person to label")
+      answers = human.wait(store, ids, run.config.comparisons.poll_seconds, run.print)
+      labels, valid = human.labels(answers, ids)
+    else:
+      golds = [
+        np.array([run.gold_fn(prompts[i], y) for i, y in zip(chosen, side, strict=True)])
+        for side in texts
+      ]
+      labels, valid = label_pairs(run.config.comparisons, keys[3], *golds)
     buffer = jax.tree.map(np.array, state.buffer)  # host copies to write the round into
     rows = slice(int(state.count), int(state.count) + len(chosen))
     buffer.prompts[rows], buffer.prompt_mask[rows] = tokens[chosen], mask[chosen]
