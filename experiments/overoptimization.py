@@ -81,7 +81,7 @@ def pair_accuracy(scores, gold) -> float:
     pairs = np.triu(gold_order != 0, k=1)
     if pairs.any():
       accuracies.append(np.mean(agree[pairs]))
-  return float(np.mean(accuracies))
+  return float(np.mean(accuracies)) if accuracies else float("nan")  # all golds equal
 
 
 def fit_gold(method: str, d, gold) -> tuple[float, float]:
