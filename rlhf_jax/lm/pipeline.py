@@ -264,7 +264,7 @@ def stage_comparisons(run: Run) -> None:
       "or drop 'comparisons' from config.stages."
     )
   else:
-    rows = oracle_comparisons(run, *sample_pairs(run))
+    rows = simulated_comparisons(run, *sample_pairs(run))
   data.write_jsonl(run.path("comparisons.jsonl.tmp"), rows)
   os.replace(run.path("comparisons.jsonl.tmp"), run.path("comparisons.jsonl"))
 
@@ -288,7 +288,7 @@ def sample_pairs(run: Run):
   return tuple(x[: config.num_pairs] for x in (prompts, firsts, seconds))
 
 
-def oracle_comparisons(run: Run, prompts, firsts, seconds) -> list[dict]:
+def simulated_comparisons(run: Run, prompts, firsts, seconds) -> list[dict]:
   """The pairs labelled by the simulated teacher on their gold rewards, as rows."""
   config = run.config.comparisons
   key = jax.random.fold_in(run.key, STAGE_KEYS["comparisons"])
