@@ -4,6 +4,13 @@
 
   python experiments/compare_brax_ppo.py --envs=halfcheetah --brax=published --seeds=0,1,2
 
+  python experiments/compare_brax_ppo.py --envs=all --seeds=0,1,2 --resume \
+      --csv=docs/paper/compare_brax_ppo.csv
+
+`--csv` is rewritten as each seed ends; with `--resume` the (env, seed, Brax settings)
+rows it already holds are kept and not run again, so an interrupted run of the eight
+tasks (hours on a CPU) goes on where it stopped.
+
 For each env, both trainers get the same env, backend, hyperparameters (from
 `configs/<env>.py`), env-step budget and seeds; with `--brax=published`, Brax's PPO runs
 instead with the hyperparameters Brax publishes for that task (BRAX_PUBLISHED: five of
@@ -24,7 +31,6 @@ puts back an equivalent for Brax's use (replicate a pytree over local devices).
 
 import argparse
 import contextlib
-import csv
 import functools
 import json
 import os
@@ -56,6 +62,8 @@ _shim_jax()
 # backend) to stdout; stdout carries these scripts' tables and JSON, so that goes to stderr.
 with contextlib.redirect_stdout(sys.stderr):
   from brax import envs as brax_envs  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import label_efficiency as tables  # noqa: E402  (its CSV reading and writing, its task list)
 from brax.training.agents.ppo import networks as brax_ppo_networks  # noqa: E402
 from brax.training.agents.ppo import train as brax_ppo_train  # noqa: E402
 
@@ -200,9 +208,39 @@ def evaluate(config, networks, params, seed: int) -> float:
   return evaluation.evaluate(config, networks, params, jax.random.PRNGKey(1000 + seed))
 
 
+class RowsCsv:
+  """Per-seed rows in a CSV (none when `path` is None), rewritten whole as each row is
+  added. With `resume`, the rows the file already holds are kept: `earlier` finds one by
+  its key fields, and rows not run again stay in the file."""
+
+  def __init__(self, path: str | None, resume: bool, key: tuple[str, ...]):
+    self.path, self.key, self.done = path, key, []
+    resume = resume and path and os.path.exists(path)
+    self.kept = tables.read_csv(*os.path.split(path)) if resume else []
+
+  def earlier(self, **fields) -> dict | None:
+    matches = [r for r in self.kept if all(r.get(k) == v for k, v in fields.items())]
+    return matches[0] if matches else None
+
+  def add(self, row: dict) -> None:
+    self.done.append(row)
+    if self.path:
+      keys = {tuple(r[k] for k in self.key) for r in self.done}
+      rest = [r for r in self.kept if tuple(r[k] for k in self.key) not in keys]
+      tables.write_csv(self.path, self.done + rest)
+
+
 def compare_env(
-  name: str, seeds: list[int], total_env_steps: int | None, log, settings: str = "ours"
-) -> dict:
+  name: str,
+  seeds: list[int],
+  total_env_steps: int | None,
+  log,
+  settings: str = "ours",
+  rows_csv: RowsCsv | None = None,
+) -> list[dict]:
+  """One env's rows, a seed at a time; rows `rows_csv` already holds (same env, seed and
+  Brax settings) are reused, and each new row is added to it as it ends."""
+  rows_csv = rows_csv or RowsCsv(None, False, ())
   config = config_lib.load(os.path.join(REPO, "configs", f"{name}.py"))
   if total_env_steps:
     config.total_env_steps = total_env_steps
@@ -210,15 +248,20 @@ def compare_env(
   theirs = brax_config(config, settings)
   env = envs.make_env(name, config.env.backend)
   brax_networks = ppo.make_networks(env.observation_size, env.action_size, theirs.ppo)
+  brax_settings = "published" if theirs is not config else "ours"
   rows = []
   for seed in seeds:
+    earlier = rows_csv.earlier(env=name, seed=seed, brax_settings=brax_settings)
+    if earlier:
+      rows.append(earlier)
+      continue
     with tempfile.TemporaryDirectory() as workdir:
       ours, initial, records, our_wall, networks = run_ours(config, seed, workdir)
     brax_params, brax_sps, brax_wall = run_brax(theirs, seed)
     row = {
       "env": name,
       "seed": seed,
-      "brax_settings": "published" if theirs is not config else "ours",
+      "brax_settings": brax_settings,
       "env_steps": budget(config)[0],
       "initial_return": evaluate(config, networks, initial, seed),
       "ours_return": evaluate(config, networks, ours, seed),
@@ -230,6 +273,7 @@ def compare_env(
     }
     log(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}))
     rows.append(row)
+    rows_csv.add(row)
   return rows
 
 
@@ -269,7 +313,9 @@ def format_table(summaries: list[dict]) -> str:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--envs", default="inverted_pendulum,reacher,hopper")
+  parser.add_argument(
+    "--envs", default="inverted_pendulum,reacher,hopper", help="comma-separated, or 'all'"
+  )
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument(
     "--total_env_steps",
@@ -285,20 +331,19 @@ def main(argv=None):
     "has them (inverted_pendulum, inverted_double_pendulum, reacher, halfcheetah, ant)",
   )
   parser.add_argument("--csv", default=None, help="also write the per-seed rows here")
+  parser.add_argument(
+    "--resume", action="store_true", help="keep --csv's rows and run only the missing ones"
+  )
   args = parser.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
+  names = list(tables.PAPER_TASKS) if args.envs == "all" else args.envs.split(",")
   log = functools.partial(print, file=sys.stderr, flush=True)
   log(f"devices: {jax.devices()}")
-  all_rows, summaries = [], []
-  for name in args.envs.split(","):
-    rows = compare_env(name, seeds, args.total_env_steps, log, args.brax)
-    all_rows += rows
+  rows_csv = RowsCsv(args.csv, args.resume, ("env", "seed", "brax_settings"))
+  summaries = []
+  for name in names:
+    rows = compare_env(name, seeds, args.total_env_steps, log, args.brax, rows_csv)
     summaries.append(summarize(rows))
-  if args.csv:
-    with open(args.csv, "w", newline="", encoding="utf-8") as f:
-      writer = csv.DictWriter(f, fieldnames=list(all_rows[0]))
-      writer.writeheader()
-      writer.writerows(all_rows)
   print(format_table(summaries), flush=True)
   return summaries
 

@@ -28,7 +28,6 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare_brax_ppo as side_by_side  # noqa: E402  (also puts back jax.device_put_replicated)
-import label_efficiency as tables  # noqa: E402  (its CSV reading and writing)
 from brax import envs as brax_envs  # noqa: E402
 from brax.training.agents.sac import networks as brax_sac_networks  # noqa: E402
 from brax.training.agents.sac import train as brax_sac_train  # noqa: E402
@@ -112,9 +111,16 @@ def training_rates(config, records: list[dict]) -> list[float]:
   return rates or [r["steps_per_second"] for r in records[-1:]]
 
 
-def compare_env(name: str, seeds: list[int], total_env_steps: int | None, log, kept=(), save=None):
-  """One env's rows, a seed at a time; `kept` rows (earlier runs, same config and seed)
-  are reused, and `save(rows)` is called as each new row ends."""
+def compare_env(
+  name: str,
+  seeds: list[int],
+  total_env_steps: int | None,
+  log,
+  rows_csv: side_by_side.RowsCsv | None = None,
+):
+  """One env's rows, a seed at a time; rows `rows_csv` already holds (same env and seed)
+  are reused, and each new row is added to it as it ends."""
+  rows_csv = rows_csv or side_by_side.RowsCsv(None, False, ())
   config = config_lib.load(os.path.join(REPO, "configs", f"{name}_sac.py"))
   if total_env_steps:
     config.total_env_steps = total_env_steps
@@ -122,9 +128,9 @@ def compare_env(name: str, seeds: list[int], total_env_steps: int | None, log, k
   check_comparable(config)
   rows = []
   for seed in seeds:
-    earlier = [r for r in kept if r["env"] == name and r["seed"] == seed]
+    earlier = rows_csv.earlier(env=name, seed=seed)
     if earlier:
-      rows.append(earlier[0])
+      rows.append(earlier)
       continue
     with tempfile.TemporaryDirectory() as workdir:
       ours, initial, records, our_wall, networks = side_by_side.run_ours(config, seed, workdir)
@@ -151,8 +157,7 @@ def compare_env(name: str, seeds: list[int], total_env_steps: int | None, log, k
     }
     log(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}))
     rows.append(row)
-    if save:
-      save(rows)
+    rows_csv.add(row)
   return rows
 
 
@@ -169,19 +174,10 @@ def main(argv=None):
   seeds = [int(s) for s in args.seeds.split(",")]
   log = functools.partial(print, file=sys.stderr, flush=True)
   log(f"devices: {jax.devices()}")
-  resume = args.resume and args.csv and os.path.exists(args.csv)
-  kept = tables.read_csv(*os.path.split(args.csv)) if resume else []
-  all_rows, summaries = [], []
-
-  def save(rows):  # the CSV is rewritten as each seed ends; other kept rows stay in it
-    done = [*all_rows, *rows]
-    keys = {(r["env"], r["seed"]) for r in done}
-    if args.csv:
-      tables.write_csv(args.csv, done + [r for r in kept if (r["env"], r["seed"]) not in keys])
-
+  rows_csv = side_by_side.RowsCsv(args.csv, args.resume, ("env", "seed"))
+  summaries = []
   for name in args.envs.split(","):
-    rows = compare_env(name, seeds, args.total_env_steps, log, kept, save)
-    all_rows += rows
+    rows = compare_env(name, seeds, args.total_env_steps, log, rows_csv)
     summaries.append(side_by_side.summarize(rows))
   print(side_by_side.format_table(summaries), flush=True)
   return summaries

@@ -222,12 +222,43 @@ def test_compare_brax_sac_resume_keeps_the_csv_rows_it_has(tmp_path):
   ]
   tables = experiment("label_efficiency")  # whose CSV reading and writing it uses
   tables.write_csv(path, written)
-  kept = tables.read_csv(*os.path.split(path))
-  assert kept == written  # numbers come back as numbers
+  assert tables.read_csv(*os.path.split(path)) == written  # numbers come back as numbers
   # hopper's seed 0 is in the CSV: nothing runs (one more seed would start a 1M-step run).
-  saved = []
-  rows = module.compare_env("hopper", [0], None, print, kept, saved.append)
-  assert rows == [written[0]] and saved == []
+  rows_csv = module.side_by_side.RowsCsv(path, True, ("env", "seed"))
+  rows = module.compare_env("hopper", [0], None, print, rows_csv)
+  assert rows == [written[0]] and rows_csv.done == []
+
+
+def test_compare_brax_ppo_resume_keys_rows_by_env_seed_and_brax_settings(tmp_path):
+  module = experiment("compare_brax_ppo")
+  tables = experiment("label_efficiency")
+  path = str(tmp_path / "rows.csv")
+  row = lambda env, seed, settings, ret: {  # noqa: E731
+    "env": env,
+    "seed": seed,
+    "brax_settings": settings,
+    "ours_return": ret,
+  }
+  tables.write_csv(path, [row("reacher", 0, "ours", -5.0), row("ant", 1, "published", 7.5)])
+  rows_csv = module.RowsCsv(path, True, ("env", "seed", "brax_settings"))
+  # reacher's seed 0 with Brax on our settings is there, so nothing trains.
+  assert module.compare_env("reacher", [0], None, print, "ours", rows_csv) == [
+    row("reacher", 0, "ours", -5.0)
+  ]
+  assert rows_csv.earlier(env="reacher", seed=0, brax_settings="published") is None
+  assert rows_csv.earlier(env="ant", seed=1) == row("ant", 1, "published", 7.5)
+  # A new row (here ant's seed 1 again, rerun) replaces its kept one; the others stay.
+  rows_csv.add(row("ant", 1, "published", 9.0))
+  rows_csv.add(row("ant", 2, "published", 3.0))
+  assert tables.read_csv(*os.path.split(path)) == [
+    row("ant", 1, "published", 9.0),
+    row("ant", 2, "published", 3.0),
+    row("reacher", 0, "ours", -5.0),
+  ]
+  # Without --resume the file starts over.
+  fresh = module.RowsCsv(path, False, ("env", "seed", "brax_settings"))
+  fresh.add(row("hopper", 0, "ours", 1.0))
+  assert tables.read_csv(*os.path.split(path)) == [row("hopper", 0, "ours", 1.0)]
 
 
 def test_label_efficiency_set_changes_only_the_preference_configs(tmp_path, monkeypatch):
