@@ -170,6 +170,12 @@ def task_name(env: str, learner: str) -> str:
   return env if learner == "ppo" else f"{env}_{learner}"
 
 
+def task_order(task: str) -> int:
+  """A task's place in the paper's order of envs (tasks of other envs after them)."""
+  env = task.removesuffix("_sac")
+  return PAPER_TASKS.index(env) if env in PAPER_TASKS else len(PAPER_TASKS)
+
+
 def config_paths(task: str) -> tuple[str, str]:
   """configs/<task>.py (true reward) and configs/<task>_pref.py (from labels)."""
   return tuple(os.path.join(REPO, "configs", f"{task}{s}.py") for s in ("", "_pref"))
@@ -308,19 +314,33 @@ def main(argv=None):
     if not args.summarize:
       results[task] = run_env(task, args, log)
     elif os.path.exists(os.path.join(args.out, task, "final.csv")):
-      out = os.path.join(args.out, task)
-      results[task] = read_csv(out, "curves.csv"), read_csv(out, "final.csv")
+      results[task] = read_runs(args.out, task)
     else:
       log(f"{task}: no runs in {os.path.join(args.out, task)} yet")
-  summaries = report(results, args.out, "" if args.learner == "ppo" else f"_{args.learner}")
+  # The paper table and figure cover every task with runs in --out, not only this call's.
+  others = {}
+  for env in PAPER_TASKS:
+    task = task_name(env, args.learner)
+    if task not in results and os.path.exists(os.path.join(args.out, task, "final.csv")):
+      others[task] = read_runs(args.out, task)
+  suffix = "" if args.learner == "ppo" else f"_{args.learner}"
+  summaries = report(results, args.out, suffix, others)
   if args.learner != "ppo":
     compare_learners(args.out, envs, args.learner)
   return summaries
 
 
-def report(results: dict, out: str, suffix: str = "") -> dict:
-  """Prints each task's table and, over all of them, the paper table; writes each task's
-  plot, paper_table<suffix>.csv and paper_figure<suffix>.png, over every run in the CSVs
+def read_runs(out: str, task: str) -> tuple[list[dict], list[dict]]:
+  """(curves, final rows) of a task's runs in `out`."""
+  return read_csv(os.path.join(out, task), "curves.csv"), read_csv(
+    os.path.join(out, task), "final.csv"
+  )
+
+
+def report(results: dict, out: str, suffix: str = "", others: dict | None = None) -> dict:
+  """Prints each task's table and writes its plot; then, over those and the `others`
+  (tasks with earlier runs in `out`, in task order), prints the paper table and writes
+  paper_table<suffix>.csv and paper_figure<suffix>.png, over every run in the CSVs
   (whatever --labels and --teachers this call had). Returns {task: summaries}."""
   summaries = {}
   for env, (curves, rows) in results.items():
@@ -329,11 +349,14 @@ def report(results: dict, out: str, suffix: str = "") -> dict:
     initial = statistics.fmean(r["initial_return"] for r in rows if r["condition"] == "true reward")
     print(format_table(env, summaries[env], initial) + "\n", flush=True)
   if results:
-    conditions = {r["condition"] for _, rows in results.values() for r in rows}
+    every = {**results, **(others or {})}
+    every = {t: every[t] for t in sorted(every, key=task_order)}
+    table_summaries = {t: summaries.get(t) or summarize(rows) for t, (_, rows) in every.items()}
+    conditions = {r["condition"] for _, rows in every.values() for r in rows}
     budgets = sorted(int(c.split()[0]) for c in conditions if re.fullmatch(r"\d+ labels", c))
-    table = paper_rows(summaries, budgets)
+    table = paper_rows(table_summaries, budgets)
     write_csv(os.path.join(out, f"paper_table{suffix}.csv"), table)
-    panels = {env: curves for env, (curves, _) in results.items()}
+    panels = {env: curves for env, (curves, _) in every.items()}
     plot_panels(panels, budgets, os.path.join(out, f"paper_figure{suffix}.png"))
     print(format_paper_table(table, budgets), flush=True)
   return summaries

@@ -110,6 +110,20 @@ def test_paper_table_has_a_row_and_a_panel_per_env_and_the_noisy_teachers(tmp_pa
   assert os.path.getsize(os.path.join(out, "paper_figure.png")) > 0
 
 
+def test_paper_table_covers_the_tasks_earlier_calls_ran_into_the_same_out(tmp_path, monkeypatch):
+  module = experiment("label_efficiency")
+  out, calls = str(tmp_path / "out"), []
+  monkeypatch.setattr(module, "run", fake_run(calls))
+  common = ["--seeds=0", "--labels=700", f"--out={out}", f"--workdirs={tmp_path / 'work'}"]
+  module.main(["--envs=reacher", *common])  # as one core's process would
+  module.main(["--envs=inverted_pendulum", *common])  # and the other's, later
+  assert calls == [("true reward", 0), ("700 labels", 0)] * 2
+  # The second call's table has both tasks, in the paper's order, not only its own.
+  table = module.read_csv(out, "paper_table.csv")
+  assert [row["env"] for row in table] == ["inverted_pendulum", "reacher"]
+  assert [row["ratio_700"] for row in table] == pytest.approx([0.7, 0.7])
+
+
 def test_brax_published_settings_replace_ours_where_brax_has_them():
   module = experiment("compare_brax_ppo")
   load = lambda name: config_lib.load(os.path.join(REPO, "configs", f"{name}.py"))  # noqa: E731
