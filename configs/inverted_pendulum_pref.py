@@ -10,6 +10,11 @@ about 110k env steps/s): the true return climbs from about 50 to 550-610 by 2M e
 (seed 0: 593.5; the true-reward run reaches 840-980), and the learned segment return
 correlates about 1.00 with the true one. Add --baseline=WORKDIR of a
 configs/inverted_pendulum.py run to draw its curve in return.png.
+
+In the paper's table (experiments/label_efficiency.py --envs=inverted_pendulum --seeds=0,1,2,
+2026-12-06, final policy on 128 episodes) this config at 350 / 700 / 1,400 labels reached
+431 / 416 / 585 against the true reward's 920: one seed in three stuck below 100 at 350
+and 700, and the runs that learn let the cart drift to the rail (README, the paper's table).
 """
 
 import os
