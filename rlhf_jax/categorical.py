@@ -62,6 +62,39 @@ class Categorical:
     return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
 
 
+class PatchConv(linen.Module):
+  """`linen.Conv(features, kernel_size, padding="VALID")` (stride 1) as a matrix product:
+  the same parameters (kernel [kh, kw, C, F], bias [F]), initializers and result.
+
+  Frames [B, H, W, C] -> [B, H - kh + 1, W - kw + 1, F]. Each output pixel's patch is
+  the kh x kw neighbourhood's channels in row-major (row, column, channel) order, the
+  order in which the kernel flattens.
+  """
+
+  features: int
+  kernel_size: tuple[int, int]
+
+  @linen.compact
+  def __call__(self, x):
+    kernel_h, kernel_w = self.kernel_size
+    channels = x.shape[-1]
+    kernel = self.param(
+      "kernel", linen.initializers.lecun_normal(), (kernel_h, kernel_w, channels, self.features)
+    )
+    bias = self.param("bias", linen.initializers.zeros_init(), (self.features,))
+    out_h, out_w = x.shape[1] - kernel_h + 1, x.shape[2] - kernel_w + 1
+    patches = jnp.concatenate(
+      [x[:, i : i + out_h, j : j + out_w, :] for i in range(kernel_h) for j in range(kernel_w)],
+      axis=-1,
+    )  # [B, out_h, out_w, kh * kw * C]
+    return patches @ kernel.reshape(-1, self.features) + bias
+
+
+def conv(name: str = "Conv_0") -> PatchConv:
+  """The torso's convolution; named as `linen.Conv` would be, so parameters interchange."""
+  return PatchConv(CONV_FEATURES, CONV_KERNEL, name=name)
+
+
 class ConvTorso(linen.Module):
   """Flattened frames [..., H * W * C] -> [..., output_size]."""
 
@@ -73,7 +106,7 @@ class ConvTorso(linen.Module):
   def __call__(self, obs):
     batch_shape = obs.shape[:-1]
     x = obs.reshape((-1, *self.frame_shape))
-    x = linen.relu(linen.Conv(CONV_FEATURES, CONV_KERNEL, padding="VALID")(x))
+    x = linen.relu(conv()(x))
     x = x.reshape((x.shape[0], -1))
     for size in self.hidden_sizes:
       x = linen.relu(linen.Dense(size)(x))

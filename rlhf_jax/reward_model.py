@@ -177,8 +177,7 @@ class _ConvNet(linen.Module):
       x[:, i * size : (i + 1) * size].reshape((-1, *self.frame_shape)) for i in range(self.frames)
     ]
     pictures = jnp.concatenate(pictures, axis=-1)
-    conv = linen.Conv(categorical.CONV_FEATURES, categorical.CONV_KERNEL, padding="VALID")
-    h = linen.relu(conv(pictures)).reshape(x.shape[0], -1)
+    h = linen.relu(categorical.conv()(pictures)).reshape(x.shape[0], -1)
     h = jnp.concatenate([h, x[:, self.frames * size :]], axis=-1)
     for width in self.hidden_sizes:
       h = linen.relu(linen.Dense(width)(h))

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pgx
 import pytest
+from flax import linen
 
 from rlhf_jax import categorical, envs, evaluation, learners, loop, ppo, train
 from rlhf_jax import config as config_lib
@@ -130,6 +131,28 @@ def test_categorical_samples_are_one_hot_with_softmax_frequencies():
   assert samples.dtype == jnp.float32
   np.testing.assert_array_equal(samples.sum(-1), 1.0)
   np.testing.assert_allclose(samples.mean(0), [0.2, 0.5, 0.3], atol=0.015)
+
+
+def test_patch_conv_is_flax_conv_in_parameters_values_and_gradients():
+  """PatchConv against flax's own linen.Conv: the same parameters from the same key, and
+  the same output and gradients on random frames (3x3 and a non-square 2x3 kernel)."""
+  frames = jax.random.bernoulli(jax.random.PRNGKey(0), 0.3, (5, 10, 9, 4)).astype(jnp.float32)
+  for kernel_size in ((3, 3), (2, 3)):
+    ours = categorical.PatchConv(16, kernel_size)
+    flax_conv = linen.Conv(16, kernel_size, padding="VALID")
+    params = ours.init(jax.random.PRNGKey(1), frames)
+    reference = flax_conv.init(jax.random.PRNGKey(1), frames)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, reference)
+    np.testing.assert_array_equal(params["params"]["kernel"], reference["params"]["kernel"])
+    params = {"params": {"kernel": params["params"]["kernel"], "bias": jnp.linspace(-1, 1, 16)}}
+    np.testing.assert_allclose(
+      ours.apply(params, frames), flax_conv.apply(params, frames), rtol=1e-5, atol=1e-5
+    )
+    loss = lambda module: lambda p: jnp.sum(jnp.sin(module.apply(p, frames)))  # noqa: E731
+    grads, reference_grads = jax.grad(loss(ours))(params), jax.grad(loss(flax_conv))(params)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), grads, reference_grads
+    )
 
 
 def test_conv_networks_are_minatars_torso():
