@@ -8,10 +8,15 @@ with the gradient norm clipped at 0.5, γ 0.99, λ 0.95, clip 0.2, entropy 0.01;
 are not normalized (they are 0/1). MinAtar has no time limit: episodes are cut at 10,000
 steps only so that none runs forever.
 
-Expected: not yet measured (no full run of this config has been made). Seen so far, on
-the 2-core CPU shared with other runs: about 550 env steps/s (the conv networks' PPO
-update dominates; 5M steps would take some 2.5 hours there, so a GPU suits it better), and
-a true return of 1.1, 3.4, 4.7 over the first three chunks (246k env steps, seed 0).
+The budget is pgx's published PPO baseline's (examples/minatar-ppo: 20M env steps; its
+figures' final evaluation returns are about 50 on Breakout, 22 on Asterix, 63 on Freeway,
+54 on Seaquest and 145 on Space Invaders). The other games' configs
+(`configs/minatar_<game>.py`) are this one with another `env.name`; `_pref` adds the
+learned reward (configs/minatar_breakout_pref.py).
+
+Expected: not yet measured to the end. Seen so far, on the 2-core CPU shared with two
+other runs (2026-12-06, seed 0): about 8,000 env steps/s and a true return of 1.1, 3.5,
+4.7, 5.8, 7.4, 8.2, 8.5 over the first seven chunks (574k env steps).
 """
 
 from rlhf_jax.config import default_config
@@ -22,7 +27,7 @@ def get_config():
   config.env.name = "minatar-breakout"
   config.env.backend = "pgx"  # ignored for MinAtar games; says where the game comes from
   config.env.episode_length = 10_000
-  config.total_env_steps = 5_000_000
+  config.total_env_steps = 20_000_000
   ppo = config.ppo
   ppo.num_envs = 64
   ppo.unroll_length = 128
