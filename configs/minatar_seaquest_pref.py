@@ -2,10 +2,8 @@
 
   python -m rlhf_jax.train --config=configs/minatar_seaquest_pref.py --workdir=runs/seaquest_pref
 
-configs/minatar_seaquest.py with PPO on the reward learned from the labels: the ensemble's
-members are conv nets over the frame (and the one-hot action), segments are 25 steps (the
-paper's Atari clips), and 5,500 labels is the paper's Atari budget.
-experiments/label_efficiency.py runs it at other budgets (--labels=1400,5500).
+configs/minatar_seaquest.py with the preference settings of configs/minatar_breakout_pref.py
+(its `reward` and `queries`: 5,500 oracle labels, conv reward members, 25-step segments).
 
 Expected: not yet measured.
 """
@@ -14,9 +12,12 @@ import os
 
 from rlhf_jax import config as config_lib
 
+HERE = os.path.dirname(__file__)
+
 
 def get_config():
-  config = config_lib.load(os.path.join(os.path.dirname(__file__), "minatar_seaquest.py"))
-  config.reward.source = "learned"
-  config.queries.total_labels = 5500
+  config = config_lib.load(os.path.join(HERE, "minatar_seaquest.py"))
+  preferences = config_lib.load(os.path.join(HERE, "minatar_breakout_pref.py"))
+  config.reward = preferences.reward
+  config.queries = preferences.queries
   return config
