@@ -17,7 +17,9 @@ Each runs `--chunks` chunks (Brax: as many epochs of the same env steps). Printe
 trainer: env steps/s, the median over chunks (Brax: over epochs after the second, since
 it compiles in its first two) so that compilation is left out;
 and startup seconds, the wall time minus the env steps at that rate (compilation,
-initialization, for (c) the initial labels). Then the ratios (b)/(a) and (c)/(a).
+initialization, for (c) the initial labels). Then the ratios (b)/(a), (c)/(a) and (c)/(b).
+MinAtar games (`--env=minatar_breakout`, ...) have no Brax trainer: (a) is left out and
+(c)/(b) is the ratio that counts.
 `--repeats N` runs the three N times, interleaved (a, b, c, a, b, c, ...), and keeps each
 trainer's fastest run: on a shared machine other work only ever slows a run down, so the
 fastest is the closest to what the code costs, and interleaving exposes the three to the
@@ -43,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare_brax_ppo import REPO, run_brax, steady_rates  # noqa: E402  (also shims jax for Brax)
 
 from rlhf_jax import config as config_lib  # noqa: E402
-from rlhf_jax import train  # noqa: E402
+from rlhf_jax import envs, train  # noqa: E402
 
 
 def configs(env: str, chunks: int, num_envs: int | None, update_every: int = 0):
@@ -113,6 +115,8 @@ def measure(
     ("ppo", measure_ours, base),
     ("pref", measure_ours, pref),
   )
+  if envs.is_minatar(base.env.name):  # Brax's PPO runs Brax envs only
+    trainers = trainers[1:]
   runs = {name: [] for name, _, _ in trainers}
   for repeat in range(repeats):
     for name, run, config in trainers:
@@ -127,25 +131,36 @@ def measure(
     row["ratio_pref_devices_over_1"] = (
       row["pref"]["steps_per_second"] / row["pref_1_device"]["steps_per_second"]
     )
-  brax_rate = row["brax"]["steps_per_second"]
-  row["ratio_ppo_over_brax"] = row["ppo"]["steps_per_second"] / brax_rate
-  row["ratio_pref_over_brax"] = row["pref"]["steps_per_second"] / brax_rate
+  for a, b in (("ppo", "brax"), ("pref", "brax"), ("pref", "ppo")):  # None: b did not run
+    ratio = row[a]["steps_per_second"] / row[b]["steps_per_second"] if b in row else None
+    row[f"ratio_{a}_over_{b}"] = ratio
   return row
 
 
+def _rate(row: dict, trainer: str) -> str:
+  return f"{row[trainer]['steps_per_second']:,.0f}" if trainer in row else "-"
+
+
+def _ratio(value) -> str:
+  return "-" if value is None else f"{value:.2f}"
+
+
 def format_rows(rows: list[dict]) -> str:
+  """The table; a trainer that did not run (Brax on MinAtar) shows as '-'."""
   header = (
     f"{'env':<10}{'backend':>10}{'envs':>6}{'brax sps':>11}{'ppo sps':>11}{'pref sps':>11}"
-    f"{'ppo/brax':>10}{'pref/brax':>10}{'startup s (brax/ppo/pref)':>28}"
+    f"{'ppo/brax':>10}{'pref/brax':>10}{'pref/ppo':>10}{'startup s (brax/ppo/pref)':>28}"
   )
   lines = [header, "-" * len(header)]
   for r in rows:
-    startup = "/".join(f"{r[k]['startup_seconds']:.1f}" for k in ("brax", "ppo", "pref"))
+    startup = "/".join(
+      f"{r[k]['startup_seconds']:.1f}" if k in r else "-" for k in ("brax", "ppo", "pref")
+    )
     lines.append(
       f"{r['env']:<10}{r['backend']:>10}{r['num_envs']:>6}"
-      f"{r['brax']['steps_per_second']:>11,.0f}{r['ppo']['steps_per_second']:>11,.0f}"
-      f"{r['pref']['steps_per_second']:>11,.0f}{r['ratio_ppo_over_brax']:>10.2f}"
-      f"{r['ratio_pref_over_brax']:>10.2f}{startup:>28}"
+      f"{_rate(r, 'brax'):>11}{_rate(r, 'ppo'):>11}{_rate(r, 'pref'):>11}"
+      f"{_ratio(r['ratio_ppo_over_brax']):>10}{_ratio(r['ratio_pref_over_brax']):>10}"
+      f"{_ratio(r['ratio_pref_over_ppo']):>10}{startup:>28}"
     )
   return "\n".join(lines)
 

@@ -308,6 +308,25 @@ def test_benchmark_sweep_scales_the_batch_and_sets_the_update_interval():
   assert module.configs("hopper", 3, 32)[1].reward.update_every_env_steps == 0  # hopper_pref's
 
 
+def test_benchmark_runs_no_brax_on_minatar_and_gives_the_loops_ratio_to_ppo(monkeypatch):
+  module = experiment("benchmark")
+
+  def brax(config):
+    raise AssertionError(f"Brax's PPO was asked to run {config.env.name}")
+
+  def ours(config):
+    rate = 2_000.0 if config.reward.source == "learned" else 8_000.0
+    return {"steps_per_second": rate, "startup_seconds": 1.5, "env_steps": 1}
+
+  monkeypatch.setattr(module, "measure_brax", brax)
+  monkeypatch.setattr(module, "measure_ours", ours)
+  row = module.measure("minatar_breakout", 3, None, lambda text: None)
+  assert "brax" not in row and row["ratio_pref_over_brax"] is None
+  assert row["ratio_pref_over_ppo"] == pytest.approx(0.25)  # 2,000 / 8,000
+  line = module.format_rows([row]).splitlines()[-1].split()
+  assert line[3:9] == ["-", "8,000", "2,000", "-", "-", "0.25"] and line[9] == "-/1.5/1.5"
+
+
 def test_lm_gold_vs_kl_averages_each_evaluation_over_the_seeds_that_have_it(tmp_path):
   module = experiment("lm_gold_vs_kl")
   rows = {
