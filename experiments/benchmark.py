@@ -19,7 +19,9 @@ it compiles in its first two) so that compilation is left out;
 and startup seconds, the wall time minus the env steps at that rate (compilation,
 initialization, for (c) the initial labels). Then the ratios (b)/(a), (c)/(a) and (c)/(b).
 MinAtar games (`--env=minatar_breakout`, ...) have no Brax trainer: (a) is left out and
-(c)/(b) is the ratio that counts.
+(c)/(b) is the ratio that counts. A few chunks hold all of (c)'s label budget, so queries
+come far more often than in a full run; `--keep_label_rate` scales the budget to the env
+steps measured instead (MinAtar's 5,500 labels over 20M env steps: about 90 in 4 chunks).
 `--repeats N` runs the three N times, interleaved (a, b, c, a, b, c, ...), and keeps each
 trainer's fastest run: on a shared machine other work only ever slows a run down, so the
 fastest is the closest to what the code costs, and interleaving exposes the three to the
@@ -48,9 +50,13 @@ from rlhf_jax import config as config_lib  # noqa: E402
 from rlhf_jax import envs, train  # noqa: E402
 
 
-def configs(env: str, chunks: int, num_envs: int | None, update_every: int = 0):
+def configs(
+  env: str, chunks: int, num_envs: int | None, update_every: int = 0, keep_label_rate=False
+):
   """(true-reward config, preference config) with the same PPO sizes and budget;
-  `update_every` > 0 sets the preference config's reward.update_every_env_steps."""
+  `update_every` > 0 sets the preference config's reward.update_every_env_steps;
+  `keep_label_rate` scales the label budget with the env steps, so that labels come at
+  the full run's average rate rather than all within the chunks measured."""
   base_path = os.path.join(REPO, "configs", f"{env}.py")
   if os.path.exists(base_path):
     base = config_lib.load(base_path)
@@ -65,12 +71,20 @@ def configs(env: str, chunks: int, num_envs: int | None, update_every: int = 0):
     pref.reward.source = "learned"
   if update_every:
     pref.reward.update_every_env_steps = update_every
+  full_run_env_steps = pref.total_env_steps
   for config in (base, pref):
     if num_envs:  # the batch scales along: the same number of unrolls per iteration
       config.ppo.batch_size = max(1, config.ppo.batch_size * num_envs // config.ppo.num_envs)
       config.ppo.num_envs = num_envs
     config.total_env_steps = chunks * config_lib.env_steps_per_chunk(config)
     config.checkpoint.every_chunks = chunks + 1  # only the final save
+  if keep_label_rate:
+    share = pref.total_env_steps / full_run_env_steps
+    pref.queries.total_labels = max(round(pref.queries.total_labels * share), 2)
+    pref.queries.initial_fraction = max(
+      pref.queries.initial_fraction, 1 / pref.queries.total_labels
+    )  # at least one initial label
+  for config in (base, pref):
     config_lib.validate(config)
   return base, pref
 
@@ -99,9 +113,15 @@ def fastest(runs: list[dict]) -> dict:
 
 
 def measure(
-  env: str, chunks: int, num_envs: int | None, log, repeats: int = 1, update_every: int = 0
+  env: str,
+  chunks: int,
+  num_envs: int | None,
+  log,
+  repeats: int = 1,
+  update_every: int = 0,
+  keep_label_rate: bool = False,
 ) -> dict:
-  base, pref = configs(env, chunks, num_envs, update_every)
+  base, pref = configs(env, chunks, num_envs, update_every, keep_label_rate)
   row = {
     "env": env,
     "backend": base.env.backend,
@@ -178,6 +198,12 @@ def main(argv=None):
     default=0,
     help="(c)'s reward.update_every_env_steps at every num_envs (0: its config's)",
   )
+  parser.add_argument(
+    "--keep_label_rate",
+    action="store_true",
+    help="scale (c)'s label budget to the env steps measured: labels at the full run's "
+    "average rate (default: the whole budget within the chunks measured, which costs more)",
+  )
   args = parser.parse_args(argv)
   log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
   device = f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x{jax.device_count()}"
@@ -187,9 +213,10 @@ def main(argv=None):
       "--repeats must be at least 1 and --chunks at least 3 (Brax compiles in its first two epochs)"
     )
   every = args.update_every_env_steps
-  main_row = measure(args.env, args.chunks, None, log, args.repeats, every)
+  keep = args.keep_label_rate
+  main_row = measure(args.env, args.chunks, None, log, args.repeats, every, keep)
   sweep = [
-    measure(args.env, args.chunks, int(n), log, args.repeats, every)
+    measure(args.env, args.chunks, int(n), log, args.repeats, every, keep)
     for n in args.sweep.split(",")
     if n
   ]
