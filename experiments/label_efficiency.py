@@ -4,6 +4,8 @@
   python experiments/label_efficiency.py --envs=hopper,walker2d --labels=700 \
       --teachers=stochastic,mistake,myopic --resume --out=runs/paper
   python experiments/label_efficiency.py --envs=hopper --learner=sac --resume --out=runs/paper
+  python experiments/label_efficiency.py --envs=minatar_breakout --labels=1400,5500 \
+      --resume --out=runs/minatar     # any task with configs/<task>.py and <task>_pref.py
 
 For each env, runs `configs/<env>.py` (PPO on the true reward) and `configs/<env>_pref.py`
 (the same PPO on a reward learned from a simulated oracle's labels) with each label
