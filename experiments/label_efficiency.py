@@ -277,7 +277,9 @@ def main(argv=None):
     "<env>_sac_pref.py (with --envs=all, the envs that have them)",
   )
   parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--labels", default="350,700,1400", help="oracle label budgets")
+  parser.add_argument(
+    "--labels", default="350,700,1400", help="oracle label budgets (empty: true reward only)"
+  )
   parser.add_argument(
     "--teachers", default="", help="noisy B-Pref teachers, e.g. stochastic,mistake,myopic"
   )
