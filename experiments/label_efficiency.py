@@ -129,15 +129,16 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def format_table(env: str, summaries: list[dict], initial: float) -> str:
+  width = max([14] + [len(s["condition"]) + 2 for s in summaries])  # "700 labels, myopic"
   header = (
-    f"{'condition':<14}{'seeds':>6}{'labels':>8}{'return':>10}{'± std':>9}{'ratio':>8}"
+    f"{'condition':<{width}}{'seeds':>6}{'labels':>8}{'return':>10}{'± std':>9}{'ratio':>8}"
     f"{'steps/s':>10}"
   )
   lines = [f"{env}: initial (untrained) return {initial:.1f}", header, "-" * len(header)]
   for s in summaries:
     lines.append(
-      f"{s['condition']:<14}{s['seeds']:>6}{s['labels']:>8}{s['return']:>10.1f}{s['std']:>9.1f}"
-      f"{s['ratio']:>8.2f}{s['steps_per_second']:>10,.0f}"
+      f"{s['condition']:<{width}}{s['seeds']:>6}{s['labels']:>8}{s['return']:>10.1f}"
+      f"{s['std']:>9.1f}{s['ratio']:>8.2f}{s['steps_per_second']:>10,.0f}"
     )
   return "\n".join(lines)
 

@@ -483,3 +483,17 @@ def test_lm_gold_vs_kl_picks_each_seeds_dpo_step_by_its_held_out_loss(tmp_path):
   # A run without held-out losses (older ones) has no pick.
   os.remove(tmp_path / "s1" / "metrics.jsonl")
   assert len(module.collect([str(tmp_path / "s0"), str(tmp_path / "s1")])["dpo_held_out", 0]) == 1
+
+
+def test_label_efficiency_table_widens_for_long_condition_names():
+  module = experiment("label_efficiency")
+  summary = {"seeds": 2, "labels": 700, "return": 2101.5, "std": 648.9, "ratio": 0.63}
+  summaries = [
+    dict(summary, condition="true reward", steps_per_second=9936.0),
+    dict(summary, condition="700 labels, stochastic", steps_per_second=14060.0),
+  ]
+  lines = module.format_table("hopper", summaries, 13.3).splitlines()
+  header, rule, rows = lines[1], lines[2], lines[3:]
+  assert len(rule) == len(header) and all(len(row) == len(header) for row in rows)
+  # "700 labels, stochastic" is 22 characters: its column is 24 wide, then " seeds" (6).
+  assert header.index("seeds") == 24 + 1 and rows[1].startswith("700 labels, stochastic  ")
