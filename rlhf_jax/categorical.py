@@ -90,9 +90,9 @@ class PatchConv(linen.Module):
     return patches @ kernel.reshape(-1, self.features) + bias
 
 
-def conv(name: str = "Conv_0") -> PatchConv:
+def conv() -> PatchConv:
   """The torso's convolution; named as `linen.Conv` would be, so parameters interchange."""
-  return PatchConv(CONV_FEATURES, CONV_KERNEL, name=name)
+  return PatchConv(CONV_FEATURES, CONV_KERNEL, name="Conv_0")
 
 
 class ConvTorso(linen.Module):
