@@ -32,9 +32,11 @@ first iteration only collects the initial labels: they take one iteration more o
 steps than the true-reward run. CSVs are rewritten as each run ends; `--resume` reruns
 only the (condition, seed) pairs they lack, so an interrupted table picks up where it
 stopped, and a run cut off midway continues from its last checkpoint in --workdirs;
-`--summarize` only re-reads the CSVs. `--set KEY=VALUE` (repeatable) changes the
-preference configs, not the true-reward one, for a variant in its own --out, e.g. PEBBLE
-without pre-training: `--learner=sac --set sac.unsupervised_env_steps=0`.
+`--summarize` only re-reads the CSVs. While a run trains, its progress (train.py's line
+per chunk) goes to `<workdirs>/<task>/<condition>_seed<seed>/train.log`. `--set
+KEY=VALUE` (repeatable) changes the preference configs, not the true-reward one, for a
+variant in its own --out, e.g. PEBBLE without pre-training: `--learner=sac --set
+sac.unsupervised_env_steps=0`.
 """
 
 import argparse
@@ -72,8 +74,11 @@ def run(config, seed: int, condition: str, log, workdir: str):
   was interrupted); returns (its curve rows, its final row)."""
   config = config.copy_and_resolve_references()
   config.seed = seed
-  with open(os.devnull, "w") as quiet:
-    result = train.train(config, workdir, stream=quiet)
+  os.makedirs(workdir, exist_ok=True)
+  progress = os.path.join(workdir, "train.log")
+  log(f"  its progress, a line per chunk: {progress}")
+  with open(progress, "a", buffering=1) as stream:  # line-buffered: `tail -f` follows it
+    result = train.train(config, workdir, stream=stream)
   key = jax.random.PRNGKey(1000 + seed)
   learner = result.trainer.learner
   final = evaluation.evaluate_agent(config, learner, result.state.agent, key)

@@ -497,3 +497,41 @@ def test_label_efficiency_table_widens_for_long_condition_names():
   assert len(rule) == len(header) and all(len(row) == len(header) for row in rows)
   # "700 labels, stochastic" is 22 characters: its column is 24 wide, then " seeds" (6).
   assert header.index("seeds") == 24 + 1 and rows[1].startswith("700 labels, stochastic  ")
+
+
+def test_label_efficiency_run_writes_trains_progress_to_the_workdir_as_it_goes(
+  tmp_path, monkeypatch
+):
+  module = experiment("label_efficiency")
+  workdir = str(tmp_path / "work" / "hopper" / "700_labels_seed1")
+  progress = os.path.join(workdir, "train.log")
+  seen_while_training = []
+
+  def fake_train(config, workdir_arg, stream):
+    assert workdir_arg == workdir and config.seed == 1
+    stream.write("chunk 1 of 2\n")
+    with open(progress) as f:  # already on disk mid-run: the stream is line-buffered
+      seen_while_training.append(f.read())
+    stream.write("chunk 2 of 2\n")
+    records = [
+      {"env_steps": 10, "true_return": 1.0, "steps_per_second": 4.0},
+      {"env_steps": 20, "true_return": 3.0, "steps_per_second": 2.0},
+    ]
+    trainer = types.SimpleNamespace(learner="ppo", init=lambda key: types.SimpleNamespace(agent=0))
+    return types.SimpleNamespace(
+      records=records, state=types.SimpleNamespace(agent=1), trainer=trainer
+    )
+
+  monkeypatch.setattr(module.train, "train", fake_train)
+  monkeypatch.setattr(
+    module.evaluation, "evaluate_agent", lambda config, learner, agent, key: 100.0 * agent
+  )
+  logged = []
+  config = config_lib.load(os.path.join(REPO, "configs", "hopper.py"))
+  curve, row = module.run(config, 1, "true reward", logged.append, workdir)
+  assert seen_while_training == ["chunk 1 of 2\n"]
+  with open(progress) as f:
+    assert f.read() == "chunk 1 of 2\nchunk 2 of 2\n"
+  assert any(progress in line for line in logged)
+  assert (row["initial_return"], row["final_return"], row["steps_per_second"]) == (0.0, 100.0, 3.0)
+  assert [c["return"] for c in curve] == [1.0, 3.0]
