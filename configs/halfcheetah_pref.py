@@ -17,6 +17,6 @@ def get_config():
   config = config_lib.load(os.path.join(os.path.dirname(__file__), "halfcheetah.py"))
   config.reward.source = "learned"
   config.queries.total_labels = 700
-  # Few, large iterations (655,360 env steps each): the reward model needs more steps in each.
+  # Few, large iterations (163,840 env steps each): the reward model needs more steps in each.
   config.reward.train_steps = 32
   return config
