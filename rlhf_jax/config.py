@@ -16,6 +16,7 @@ import ml_collections
 
 REWARD_SOURCES = ("true", "learned")
 LEARNERS = ("ppo", "sac")
+PPO_MINIBATCHES = ("sequences", "transitions")
 TEACHERS = ("oracle", "stochastic", "myopic", "skip", "equal", "mistake", "human")
 # Default segment duration in simulated seconds (Christiano et al. 2017 use 1-2 s).
 SEGMENT_SECONDS = 1.5
@@ -69,6 +70,14 @@ def default_config() -> ml_collections.ConfigDict:
   config.ppo.normalize_observations = True
   config.ppo.normalize_advantage = True
   config.ppo.max_grad_norm = 0.0  # 0 disables gradient clipping
+  # What each minibatch holds (rlhf_jax/ppo.py, make_update_fn): "sequences", whole unrolls
+  # of batch_size envs with GAE in the loss (Brax); or "transitions", batch_size *
+  # unroll_length single steps shuffled across envs and time, GAE computed once before
+  # the epochs (PureJaxRL, pgx's MinAtar PPO).
+  config.ppo.minibatches = "sequences"
+  # minibatches = "transitions" only: the value may move at most this far from its value
+  # before the update, or its loss is as if it had not (PureJaxRL's 0.2); 0: off.
+  config.ppo.value_clipping = 0.0
   config.ppo.policy_hidden_sizes = (32, 32, 32, 32)
   config.ppo.value_hidden_sizes = (256, 256, 256, 256, 256)
 
@@ -317,6 +326,17 @@ def validate(config, device_count: int | None = None) -> None:
       raise ValueError(
         f"config.ppo.{key} must be a non-empty list of positive integers, got {sizes!r}."
       )
+  if ppo.minibatches not in PPO_MINIBATCHES:
+    raise ValueError(
+      f"config.ppo.minibatches={ppo.minibatches!r} is unknown; choose one of {PPO_MINIBATCHES}."
+    )
+  if ppo.value_clipping < 0:
+    raise ValueError(f"config.ppo.value_clipping must be >= 0, got {ppo.value_clipping!r}.")
+  if ppo.value_clipping > 0 and ppo.minibatches != "transitions":
+    raise ValueError(
+      "config.ppo.value_clipping needs the values from before the update, which only "
+      "config.ppo.minibatches='transitions' keeps; set it, or value_clipping=0."
+    )
   samples = ppo.batch_size * ppo.num_minibatches
   if samples % ppo.num_envs:
     raise ValueError(

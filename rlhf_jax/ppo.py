@@ -94,17 +94,13 @@ def value_loss(values, targets):
   return 0.5 * jnp.mean(jnp.square(targets - values))
 
 
-def ppo_loss(params: PPONetworkParams, normalizer, data: Transition, key, networks, ppo_config):
-  """The PPO loss on a time-major batch `data` ([T, B, ...]). Returns (loss, metrics).
-
-  GAE runs over the T axis; the value of `data.next_obs[-1]` bootstraps the end of each
-  sequence, and steps cut off by the episode length carry no advantage (as in Brax).
-  """
-  dist = networks.parametric_action_distribution
-  logits = networks.policy_network.apply(normalizer, params.policy, data.obs)
+def lambda_returns(params: PPONetworkParams, normalizer, data: Transition, networks, ppo_config):
+  """GAE over the T axis of a time-major batch `data` ([T, B, ...]) under `params`.
+  Returns (values V(s_t), λ-return targets, Brax's advantages r_t + γ G^λ_{t+1} - V(s_t)),
+  all [T, B]. The value of `data.next_obs[-1]` bootstraps the end of each sequence, and
+  steps cut off by the episode length carry no advantage (as in Brax)."""
   values = networks.value_network.apply(normalizer, params.value, data.obs)
   bootstrap_value = networks.value_network.apply(normalizer, params.value, data.next_obs[-1])
-
   termination = (1 - data.discount) * (1 - data.truncation)
   targets, advantages = compute_gae(
     truncation=data.truncation,
@@ -115,15 +111,33 @@ def ppo_loss(params: PPONetworkParams, normalizer, data: Transition, key, networ
     lambda_=ppo_config.gae_lambda,
     discount=ppo_config.discounting,
   )
+  return values, targets, advantages
+
+
+def _loss(
+  params,
+  normalizer,
+  obs,
+  raw_action,
+  log_prob,
+  advantages,
+  value_loss_fn,
+  key,
+  networks,
+  ppo_config,
+):
+  """Clipped surrogate + value loss (`value_loss_fn(values)`) - entropy bonus, on any
+  batch shape; returns (loss, metrics)."""
+  dist = networks.parametric_action_distribution
+  logits = networks.policy_network.apply(normalizer, params.policy, obs)
+  values = networks.value_network.apply(normalizer, params.value, obs)
   if ppo_config.normalize_advantage:
     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-  ratio = jnp.exp(dist.log_prob(logits, data.raw_action) - data.log_prob)
+  ratio = jnp.exp(dist.log_prob(logits, raw_action) - log_prob)
   policy_loss = clipped_surrogate_loss(ratio, advantages, ppo_config.clipping_epsilon)
-  v_loss = ppo_config.value_loss_coefficient * value_loss(values, targets)
+  v_loss = ppo_config.value_loss_coefficient * value_loss_fn(values)
   entropy = jnp.mean(dist.entropy(logits, key))
-  entropy_loss = -ppo_config.entropy_cost * entropy
-  total = policy_loss + v_loss + entropy_loss
+  total = policy_loss + v_loss - ppo_config.entropy_cost * entropy
   return total, {
     "ppo_loss": total,
     "policy_loss": policy_loss,
@@ -132,17 +146,115 @@ def ppo_loss(params: PPONetworkParams, normalizer, data: Transition, key, networ
   }
 
 
+def ppo_loss(params: PPONetworkParams, normalizer, data: Transition, key, networks, ppo_config):
+  """The PPO loss on a time-major batch `data` ([T, B, ...]) of whole sequences, as Brax
+  computes it: GAE (`lambda_returns`) under the current `params`, in the loss. Returns
+  (loss, metrics)."""
+  _, targets, advantages = lambda_returns(params, normalizer, data, networks, ppo_config)
+  return _loss(
+    params,
+    normalizer,
+    data.obs,
+    data.raw_action,
+    data.log_prob,
+    advantages,
+    lambda values: value_loss(values, targets),
+    key,
+    networks,
+    ppo_config,
+  )
+
+
+class Transitions(NamedTuple):
+  """Single transitions ([N, ...]) with what the network said of them before the update:
+  the minibatches of `minibatches = "transitions"`."""
+
+  obs: jax.Array
+  raw_action: jax.Array
+  log_prob: jax.Array
+  advantage: jax.Array  # GAE: λ-return - value
+  target: jax.Array  # λ-return
+  value: jax.Array  # V(s) before the update
+
+
+def clipped_value_loss(values, old_values, targets, clip):
+  """½ E[max((V - G)², (clip(V, V_old - c, V_old + c) - G)²)]: the value may move at most
+  c from the one it had before the update, or is penalized as if it had not."""
+  clipped = jnp.clip(values, old_values - clip, old_values + clip)
+  return 0.5 * jnp.mean(jnp.maximum(jnp.square(values - targets), jnp.square(clipped - targets)))
+
+
+def to_transitions(
+  params: PPONetworkParams, normalizer, data: Transition, networks, ppo_config
+) -> Transitions:
+  """A time-major batch [T, B] as T*B single transitions, with GAE (λ-return - value, as
+  PureJaxRL and pgx's MinAtar PPO compute it) under `params`, once for all epochs."""
+  values, targets, _ = lambda_returns(params, normalizer, data, networks, ppo_config)
+  flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
+  return Transitions(
+    obs=flat(data.obs),
+    raw_action=flat(data.raw_action),
+    log_prob=flat(data.log_prob),
+    advantage=flat(targets - values),
+    target=flat(targets),
+    value=flat(values),
+  )
+
+
+def transition_loss(
+  params: PPONetworkParams, normalizer, batch: Transitions, key, networks, ppo_config
+):
+  """The PPO loss on single transitions whose advantages and targets were computed before
+  the update (`to_transitions`); the value loss is clipped when ppo.value_clipping > 0.
+  Returns (loss, metrics)."""
+  clip = ppo_config.value_clipping
+  if clip > 0:
+    value_loss_fn = lambda values: clipped_value_loss(values, batch.value, batch.target, clip)  # noqa: E731
+  else:
+    value_loss_fn = lambda values: value_loss(values, batch.target)  # noqa: E731
+  return _loss(
+    params,
+    normalizer,
+    batch.obs,
+    batch.raw_action,
+    batch.log_prob,
+    batch.advantage,
+    value_loss_fn,
+    key,
+    networks,
+    ppo_config,
+  )
+
+
+def shuffle_into_minibatches(tree, key, num_minibatches: int, axis: int):
+  """Shuffles every leaf of `tree` the same way along `axis` and splits it into
+  `num_minibatches` equal parts, stacked first: [..., N, ...] -> [M, ..., N/M, ...]."""
+  permutation = jax.random.permutation(key, jax.tree.leaves(tree)[0].shape[axis])
+
+  def split(x):
+    x = jnp.take(x, permutation, axis=axis)
+    x = x.reshape(x.shape[:axis] + (num_minibatches, -1) + x.shape[axis + 1 :])
+    return jnp.moveaxis(x, axis, 0)
+
+  return jax.tree.map(split, tree)
+
+
 def make_update_fn(networks, optimizer, ppo_config, shard=lambda tree, axis: tree):
   """Returns update(ppo_state, data [T, B], key) -> (ppo_state, metrics).
 
-  Updates the observation statistics with the batch, then runs
-  `num_updates_per_batch` epochs, each over `num_minibatches` minibatches of whole
-  sequences (shuffled along B). `shard(minibatches, 2)` ([M, T, B/M, ...]) places each
-  minibatch's sequences over devices (`sharding.data_splitter`).
+  Updates the observation statistics with the batch, then runs `num_updates_per_batch`
+  epochs of `num_minibatches` minibatches each. `ppo.minibatches` says of what:
+  "sequences" (Brax): whole sequences, shuffled along B, GAE computed in the loss under
+  the current parameters; "transitions" (PureJaxRL, pgx's MinAtar PPO): the T*B single
+  transitions, shuffled, with GAE computed once before the first epoch
+  (`to_transitions`). `shard(minibatches, axis)` places each minibatch's sequences or
+  transitions over devices (`sharding.data_splitter`).
   """
   num_minibatches = ppo_config.num_minibatches
+  by_transitions = ppo_config.minibatches == "transitions"
+  loss_fn = transition_loss if by_transitions else ppo_loss
   loss_and_grad = jax.value_and_grad(
-    functools.partial(ppo_loss, networks=networks, ppo_config=ppo_config), has_aux=True
+    functools.partial(loss_fn, networks=networks, ppo_config=ppo_config), has_aux=True
   )
 
   def minibatch_step(carry, minibatch, normalizer):
@@ -155,15 +267,8 @@ def make_update_fn(networks, optimizer, ppo_config, shard=lambda tree, axis: tre
   def epoch(carry, key_epoch, data, normalizer):
     params, optimizer_state = carry
     key_perm, key_grad = jax.random.split(key_epoch)
-    batch_size = data.discount.shape[1]
-    permutation = jax.random.permutation(key_perm, batch_size)
-
-    def to_minibatches(x):  # [T, B, ...] -> [M, T, B/M, ...]
-      x = jnp.take(x, permutation, axis=1)
-      x = x.reshape(x.shape[:1] + (num_minibatches, -1) + x.shape[2:])
-      return jnp.swapaxes(x, 0, 1)
-
-    minibatches = shard(jax.tree.map(to_minibatches, data), 2)
+    axis = 0 if by_transitions else 1  # transitions [N, ...]; sequences [T, B, ...]
+    minibatches = shard(shuffle_into_minibatches(data, key_perm, num_minibatches, axis), axis + 1)
     (params, optimizer_state, _), metrics = jax.lax.scan(
       functools.partial(minibatch_step, normalizer=normalizer),
       (params, optimizer_state, key_grad),
@@ -175,6 +280,8 @@ def make_update_fn(networks, optimizer, ppo_config, shard=lambda tree, axis: tre
     normalizer = state.normalizer
     if ppo_config.normalize_observations:
       normalizer = running_statistics.update(normalizer, data.obs)
+    if by_transitions:
+      data = to_transitions(state.params, normalizer, data, networks, ppo_config)
     keys = jax.random.split(key, ppo_config.num_updates_per_batch)
     (params, optimizer_state), metrics = jax.lax.scan(
       functools.partial(epoch, data=data, normalizer=normalizer),
