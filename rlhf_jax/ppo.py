@@ -94,48 +94,34 @@ def value_loss(values, targets):
   return 0.5 * jnp.mean(jnp.square(targets - values))
 
 
-def lambda_returns(params: PPONetworkParams, normalizer, data: Transition, networks, ppo_config):
-  """GAE over the T axis of a time-major batch `data` ([T, B, ...]) under `params`.
-  Returns (values V(s_t), λ-return targets, Brax's advantages r_t + γ G^λ_{t+1} - V(s_t)),
-  all [T, B]. The value of `data.next_obs[-1]` bootstraps the end of each sequence, and
+def lambda_returns(values, bootstrap_value, data: Transition, ppo_config):
+  """GAE over the T axis of a time-major batch `data` ([T, B, ...]) with `values` V(s_t)
+  [T, B] and `bootstrap_value` V(data.next_obs[-1]) [B], which ends each sequence.
+  Returns (λ-return targets, Brax's advantages r_t + γ G^λ_{t+1} - V(s_t)), both [T, B];
   steps cut off by the episode length carry no advantage (as in Brax)."""
-  values = networks.value_network.apply(normalizer, params.value, data.obs)
-  bootstrap_value = networks.value_network.apply(normalizer, params.value, data.next_obs[-1])
-  termination = (1 - data.discount) * (1 - data.truncation)
-  targets, advantages = compute_gae(
+  return compute_gae(
     truncation=data.truncation,
-    termination=termination,
+    termination=(1 - data.discount) * (1 - data.truncation),
     rewards=data.reward * ppo_config.reward_scaling,
     values=values,
     bootstrap_value=bootstrap_value,
     lambda_=ppo_config.gae_lambda,
     discount=ppo_config.discounting,
   )
-  return values, targets, advantages
 
 
 def _loss(
-  params,
-  normalizer,
-  obs,
-  raw_action,
-  log_prob,
-  advantages,
-  value_loss_fn,
-  key,
-  networks,
-  ppo_config,
+  params, normalizer, obs, raw_action, log_prob, advantages, v_loss, key, networks, ppo_config
 ):
-  """Clipped surrogate + value loss (`value_loss_fn(values)`) - entropy bonus, on any
-  batch shape; returns (loss, metrics)."""
+  """Clipped surrogate + `v_loss` (the caller's value loss) - entropy bonus, on a batch of
+  any shape; returns (loss, metrics)."""
   dist = networks.parametric_action_distribution
   logits = networks.policy_network.apply(normalizer, params.policy, obs)
-  values = networks.value_network.apply(normalizer, params.value, obs)
   if ppo_config.normalize_advantage:
     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
   ratio = jnp.exp(dist.log_prob(logits, raw_action) - log_prob)
   policy_loss = clipped_surrogate_loss(ratio, advantages, ppo_config.clipping_epsilon)
-  v_loss = ppo_config.value_loss_coefficient * value_loss_fn(values)
+  v_loss = ppo_config.value_loss_coefficient * v_loss
   entropy = jnp.mean(dist.entropy(logits, key))
   total = policy_loss + v_loss - ppo_config.entropy_cost * entropy
   return total, {
@@ -148,26 +134,18 @@ def _loss(
 
 def ppo_loss(params: PPONetworkParams, normalizer, data: Transition, key, networks, ppo_config):
   """The PPO loss on a time-major batch `data` ([T, B, ...]) of whole sequences, as Brax
-  computes it: GAE (`lambda_returns`) under the current `params`, in the loss. Returns
-  (loss, metrics)."""
-  _, targets, advantages = lambda_returns(params, normalizer, data, networks, ppo_config)
-  return _loss(
-    params,
-    normalizer,
-    data.obs,
-    data.raw_action,
-    data.log_prob,
-    advantages,
-    lambda values: value_loss(values, targets),
-    key,
-    networks,
-    ppo_config,
-  )
+  computes it: GAE under the current `params`, in the loss. Returns (loss, metrics)."""
+  values = networks.value_network.apply(normalizer, params.value, data.obs)
+  bootstrap_value = networks.value_network.apply(normalizer, params.value, data.next_obs[-1])
+  targets, advantages = lambda_returns(values, bootstrap_value, data, ppo_config)
+  v_loss = value_loss(values, targets)
+  args = (data.obs, data.raw_action, data.log_prob, advantages, v_loss, key)
+  return _loss(params, normalizer, *args, networks, ppo_config)
 
 
 class Transitions(NamedTuple):
-  """Single transitions ([N, ...]) with what the network said of them before the update:
-  the minibatches of `minibatches = "transitions"`."""
+  """Single transitions ([N, ...]) with what the value network said of them before the
+  update: the minibatches of `minibatches = "transitions"`."""
 
   obs: jax.Array
   raw_action: jax.Array
@@ -189,7 +167,9 @@ def to_transitions(
 ) -> Transitions:
   """A time-major batch [T, B] as T*B single transitions, with GAE (λ-return - value, as
   PureJaxRL and pgx's MinAtar PPO compute it) under `params`, once for all epochs."""
-  values, targets, _ = lambda_returns(params, normalizer, data, networks, ppo_config)
+  values = networks.value_network.apply(normalizer, params.value, data.obs)
+  bootstrap_value = networks.value_network.apply(normalizer, params.value, data.next_obs[-1])
+  targets, _ = lambda_returns(values, bootstrap_value, data, ppo_config)
   flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
   return Transitions(
     obs=flat(data.obs),
@@ -207,23 +187,13 @@ def transition_loss(
   """The PPO loss on single transitions whose advantages and targets were computed before
   the update (`to_transitions`); the value loss is clipped when ppo.value_clipping > 0.
   Returns (loss, metrics)."""
-  clip = ppo_config.value_clipping
-  if clip > 0:
-    value_loss_fn = lambda values: clipped_value_loss(values, batch.value, batch.target, clip)  # noqa: E731
+  values = networks.value_network.apply(normalizer, params.value, batch.obs)
+  if ppo_config.value_clipping > 0:
+    v_loss = clipped_value_loss(values, batch.value, batch.target, ppo_config.value_clipping)
   else:
-    value_loss_fn = lambda values: value_loss(values, batch.target)  # noqa: E731
-  return _loss(
-    params,
-    normalizer,
-    batch.obs,
-    batch.raw_action,
-    batch.log_prob,
-    batch.advantage,
-    value_loss_fn,
-    key,
-    networks,
-    ppo_config,
-  )
+    v_loss = value_loss(values, batch.target)
+  args = (batch.obs, batch.raw_action, batch.log_prob, batch.advantage, v_loss, key)
+  return _loss(params, normalizer, *args, networks, ppo_config)
 
 
 def shuffle_into_minibatches(tree, key, num_minibatches: int, axis: int):
