@@ -114,6 +114,35 @@ class ConvTorso(linen.Module):
     return x.reshape((*batch_shape, self.output_size))
 
 
+class PgxTower(linen.Module):
+  """pgx's MinAtar PPO network (examples/minatar-ppo/train.py) as one tower: a convolution
+  of 32 2x2 filters (SAME padding as Haiku's: the extra row and column after), ReLU, 2x2
+  average pooling, a dense ReLU layer of 64; then `hidden_sizes` tanh layers (pgx: 64, 64)
+  and the output layer. Flattened frames [..., H * W * C] -> [..., output_size]. pgx
+  shares everything before the tanh layers between policy and value; here, as Brax's PPO
+  networks are, each has its own."""
+
+  frame_shape: tuple[int, int, int]
+  hidden_sizes: Sequence[int]
+  output_size: int
+
+  @linen.compact
+  def __call__(self, obs):
+    batch_shape = obs.shape[:-1]
+    x = obs.reshape((-1, *self.frame_shape))
+    x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+    x = linen.relu(PatchConv(32, (2, 2), name="Conv_0")(x))
+    x = linen.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+    x = linen.relu(linen.Dense(64)(x.reshape((x.shape[0], -1))))
+    for size in self.hidden_sizes:
+      x = jnp.tanh(linen.Dense(size)(x))
+    x = linen.Dense(self.output_size)(x)
+    return x.reshape((*batch_shape, self.output_size))
+
+
+TORSOS = {"minatar": ConvTorso, "pgx": PgxTower}
+
+
 def _network(module, observation_size, preprocess_observations_fn, squeeze=False):
   def init(key):
     return module.init(key, jnp.zeros((1, observation_size), jnp.float32))
@@ -131,12 +160,15 @@ def make_ppo_networks(
   preprocess_observations_fn,
   policy_hidden_sizes: Sequence[int] = (128,),
   value_hidden_sizes: Sequence[int] = (128,),
+  torso: str = "minatar",
 ) -> brax_ppo_networks.PPONetworks:
-  """Brax's PPONetworks record with a categorical policy and conv torsos; `apply` takes
-  (normalizer, params, obs [..., H * W * C]) as Brax's networks do."""
+  """Brax's PPONetworks record with a categorical policy and conv torsos (`TORSOS`:
+  "minatar", `ConvTorso`; "pgx", `PgxTower`); `apply` takes (normalizer, params, obs
+  [..., H * W * C]) as Brax's networks do."""
   observation_size = frame_shape[0] * frame_shape[1] * frame_shape[2]
-  policy = ConvTorso(tuple(frame_shape), tuple(policy_hidden_sizes), num_actions)
-  value = ConvTorso(tuple(frame_shape), tuple(value_hidden_sizes), 1)
+  tower = TORSOS[torso]
+  policy = tower(tuple(frame_shape), tuple(policy_hidden_sizes), num_actions)
+  value = tower(tuple(frame_shape), tuple(value_hidden_sizes), 1)
   return brax_ppo_networks.PPONetworks(
     policy_network=_network(policy, observation_size, preprocess_observations_fn),
     value_network=_network(value, observation_size, preprocess_observations_fn, squeeze=True),

@@ -17,6 +17,7 @@ import ml_collections
 REWARD_SOURCES = ("true", "learned")
 LEARNERS = ("ppo", "sac")
 PPO_MINIBATCHES = ("sequences", "transitions")
+PPO_TORSOS = ("minatar", "pgx")
 TEACHERS = ("oracle", "stochastic", "myopic", "skip", "equal", "mistake", "human")
 # Default segment duration in simulated seconds (Christiano et al. 2017 use 1-2 s).
 SEGMENT_SECONDS = 1.5
@@ -78,6 +79,10 @@ def default_config() -> ml_collections.ConfigDict:
   # minibatches = "transitions" only: the value may move at most this far from its value
   # before the update, or its loss is as if it had not (PureJaxRL's 0.2); 0: off.
   config.ppo.value_clipping = 0.0
+  # Frames (MinAtar) only, rlhf_jax/categorical.py: "minatar", MinAtar's baseline torso
+  # (conv 16 3x3, ReLU layers); or "pgx", pgx's PPO network (conv 32 2x2, 2x2 average
+  # pooling, dense 64, tanh layers), one tower each for policy and value.
+  config.ppo.torso = "minatar"
   config.ppo.policy_hidden_sizes = (32, 32, 32, 32)
   config.ppo.value_hidden_sizes = (256, 256, 256, 256, 256)
 
@@ -195,16 +200,18 @@ def load(path: str) -> ml_collections.ConfigDict:
 
 
 def load_json(path: str) -> ml_collections.ConfigDict:
-  """A config written as JSON (a run's `config.json`), lists turned back into tuples."""
+  """A config written as JSON (a run's `config.json`), lists turned back into tuples. Keys
+  the file lacks (a run from before they existed) take `default_config()`'s values."""
   import json  # noqa: PLC0415
 
-  def tuples(value):
+  def merged(default, value):
     if isinstance(value, dict):
-      return {key: tuples(item) for key, item in value.items()}
-    return tuple(tuples(item) for item in value) if isinstance(value, list) else value
+      default = default if isinstance(default, dict) else {}
+      return {**default, **{key: merged(default.get(key), item) for key, item in value.items()}}
+    return tuple(merged(None, item) for item in value) if isinstance(value, list) else value
 
   with open(path, encoding="utf-8") as file:
-    return ml_collections.ConfigDict(tuples(json.load(file)))
+    return ml_collections.ConfigDict(merged(default_config().to_dict(), json.load(file)))
 
 
 def env_steps_per_iteration(config) -> int:
@@ -330,6 +337,8 @@ def validate(config, device_count: int | None = None) -> None:
     raise ValueError(
       f"config.ppo.minibatches={ppo.minibatches!r} is unknown; choose one of {PPO_MINIBATCHES}."
     )
+  if ppo.torso not in PPO_TORSOS:
+    raise ValueError(f"config.ppo.torso={ppo.torso!r} is unknown; choose one of {PPO_TORSOS}.")
   if ppo.value_clipping < 0:
     raise ValueError(f"config.ppo.value_clipping must be >= 0, got {ppo.value_clipping!r}.")
   if ppo.value_clipping > 0 and ppo.minibatches != "transitions":

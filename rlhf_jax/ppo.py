@@ -46,7 +46,7 @@ def make_networks(observation_size: int, action_size: int, ppo_config, frame_sha
   """Brax's PPO networks: a tanh-normal policy MLP and a value MLP (swish). With
   `frame_shape` (H, W, C) of a discrete-action env (observations are the flattened
   frames): a categorical policy over `action_size` actions and a value, each a conv torso
-  and ReLU MLP (`categorical.make_ppo_networks`)."""
+  (`ppo.torso`) and an MLP (`categorical.make_ppo_networks`)."""
   preprocess = policy.observation_preprocessor(ppo_config.normalize_observations)
   if frame_shape is not None:
     return categorical.make_ppo_networks(
@@ -55,6 +55,7 @@ def make_networks(observation_size: int, action_size: int, ppo_config, frame_sha
       preprocess,
       policy_hidden_sizes=tuple(ppo_config.policy_hidden_sizes),
       value_hidden_sizes=tuple(ppo_config.value_hidden_sizes),
+      torso=ppo_config.torso,
     )
   return brax_ppo_networks.make_ppo_networks(
     observation_size,

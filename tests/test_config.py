@@ -1,6 +1,7 @@
 """Bad config values fail fast, before anything is built, with a message saying what to change."""
 
 import importlib.util
+import json
 import os
 
 import pytest
@@ -167,3 +168,19 @@ def test_lm_rlhf_config_takes_the_sharding_preset_after_a_colon():
   lm_config.validate(tensor_parallel)
   with pytest.raises(ValueError, match="preset"):
     module.get_config("pipeline")
+
+
+def test_load_json_fills_keys_an_older_run_lacks(tmp_path):
+  """A run's config.json from before a key existed loads with the key's default; what the
+  file holds wins, lists come back as tuples."""
+  written = config_lib.default_config().to_dict()
+  del written["ppo"]["torso"]  # as an older run's file would be
+  written["ppo"]["num_envs"] = 7
+  written["ppo"]["policy_hidden_sizes"] = [5, 6]
+  written["extra"] = {"kept": 1}
+  path = tmp_path / "config.json"
+  path.write_text(json.dumps(written))
+  config = config_lib.load_json(str(path))
+  assert config.ppo.torso == "minatar"
+  assert config.ppo.num_envs == 7 and config.ppo.policy_hidden_sizes == (5, 6)
+  assert config.extra.kept == 1 and config.sac.batch_size == 256

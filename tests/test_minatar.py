@@ -284,3 +284,45 @@ def test_preference_loop_on_breakout_runs_and_is_deterministic(tmp_path):
   for record in first:
     assert record["labels_used"] > 4 and np.isfinite(record["rm_train_loss"])
     assert np.isfinite(record["ppo_loss"]) and record["episodes"] > 0
+
+
+def test_pgx_tower_matches_a_numpy_forward_pass():
+  """categorical.PgxTower against pgx's network written out in NumPy: Haiku's SAME
+  padding for a 2x2 kernel (a zero row and column after), loops for the convolution and
+  the 2x2 average pool, then dense ReLU 64 and tanh layers."""
+  frame_shape, hidden, actions = (10, 10, 4), (64, 64), 3
+  module = categorical.PgxTower(frame_shape, hidden, actions)
+  rng = np.random.default_rng(0)
+  obs = rng.integers(0, 2, size=(2, 400)).astype(np.float32)
+  params = module.init(jax.random.PRNGKey(1), jnp.asarray(obs))
+  p = jax.tree.map(np.asarray, params["params"])
+  out = np.asarray(module.apply(params, jnp.asarray(obs)))
+  for b in range(2):
+    frame = np.zeros((11, 11, 4), np.float32)
+    frame[:10, :10] = obs[b].reshape(frame_shape)
+    conv = np.zeros((10, 10, 32))
+    for i in range(10):
+      for j in range(10):
+        patch = frame[i : i + 2, j : j + 2, :]  # [2, 2, C]
+        conv[i, j] = np.einsum("hwc,hwcf->f", patch, p["Conv_0"]["kernel"]) + p["Conv_0"]["bias"]
+    conv = np.maximum(conv, 0)
+    pooled = conv.reshape(5, 2, 5, 2, 32).mean(axis=(1, 3))
+    x = np.maximum(pooled.reshape(-1) @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"], 0)
+    x = np.tanh(x @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"])
+    x = np.tanh(x @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"])
+    expected = x @ p["Dense_3"]["kernel"] + p["Dense_3"]["bias"]
+    np.testing.assert_allclose(out[b], expected, rtol=1e-4, atol=1e-5)
+  # conv 2x2x4x32 + 32; dense (5 * 5 * 32) x 64 + 64; 64 x 64 + 64 twice; 64 x 3 + 3
+  assert sum(x.size for x in jax.tree.leaves(p)) == 544 + 51_264 + 2 * 4_160 + 195
+
+
+def test_ppo_torso_key_picks_the_network_and_is_validated():
+  config = default_config()
+  config.ppo.torso = "pgx"
+  config.ppo.policy_hidden_sizes = config.ppo.value_hidden_sizes = (64, 64)
+  networks = ppo.make_networks(400, 3, config.ppo, frame_shape=(10, 10, 4))
+  state = ppo.init_state(jax.random.PRNGKey(0), networks, ppo.make_optimizer(config.ppo), 400)
+  assert state.params.policy["params"]["Conv_0"]["kernel"].shape == (2, 2, 4, 32)
+  config.ppo.torso = "nature"
+  with pytest.raises(ValueError, match="ppo.torso='nature' is unknown"):
+    config_lib.validate(config, device_count=1)
