@@ -245,6 +245,11 @@ def compare_env(
   if total_env_steps:
     config.total_env_steps = total_env_steps
   config_lib.validate(config)
+  if config.ppo.minibatches != "sequences":
+    raise ValueError(
+      f"configs/{name}.py sets ppo.minibatches={config.ppo.minibatches!r}; Brax's PPO "
+      "has only whole-sequence minibatches, so the two would not run the same algorithm."
+    )
   theirs = brax_config(config, settings)
   env = envs.make_env(name, config.env.backend)
   brax_networks = ppo.make_networks(env.observation_size, env.action_size, theirs.ppo)

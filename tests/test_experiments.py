@@ -535,3 +535,12 @@ def test_label_efficiency_run_writes_trains_progress_to_the_workdir_as_it_goes(
   assert any(progress in line for line in logged)
   assert (row["initial_return"], row["final_return"], row["steps_per_second"]) == (0.0, 100.0, 3.0)
   assert [c["return"] for c in curve] == [1.0, 3.0]
+
+
+def test_compare_brax_ppo_refuses_transition_minibatches(monkeypatch):
+  module = experiment("compare_brax_ppo")
+  config = config_lib.default_config()
+  config.ppo.minibatches = "transitions"
+  monkeypatch.setattr(module.config_lib, "load", lambda path: config)
+  with pytest.raises(ValueError, match="only whole-sequence minibatches"):
+    module.compare_env("inverted_pendulum", [0], None, print)
