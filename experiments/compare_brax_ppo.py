@@ -138,15 +138,13 @@ def budget(config) -> tuple[int, int]:
   return chunks * config_lib.env_steps_per_chunk(config), chunks
 
 
-def run_brax(config, seed: int):
-  """Brax's PPO with our config's hyperparameters; returns (params, steps/s list, wall s)."""
+def run_brax(config, seed: int, log=lambda line: None):
+  """Brax's PPO with our config's hyperparameters; returns (params, steps/s list, wall s).
+  `log` gets a line per epoch."""
   ppo = config.ppo
   total, chunks = budget(config)
   sps = []
-
-  def progress(step, metrics):
-    if "training/sps" in metrics:
-      sps.append(float(metrics["training/sps"]))
+  progress = functools.partial(brax_progress, sps, total, log)
 
   start = time.perf_counter()
   _, params, _ = brax_ppo_train.train(
@@ -190,12 +188,21 @@ def steady_rates(brax_rates: list[float]) -> list[float]:
   return brax_rates[2:] or brax_rates[-1:]
 
 
-def run_ours(config, seed: int, workdir: str):
+def brax_progress(sps: list, total: int, log, step, metrics):
+  """Brax's progress_fn: keeps each epoch's env steps/s in `sps` and logs a line."""
+  if "training/sps" in metrics:
+    sps.append(float(metrics["training/sps"]))
+    log(f"  brax: {step:>12,} of {total:,} env steps | {sps[-1]:>9,.0f} steps/s")
+
+
+def run_ours(config, seed: int, workdir: str, stream=None):
+  """Our trainer on `config` with `seed`; its line per chunk goes to `stream` (default:
+  none)."""
   config = config.copy_and_resolve_references()
   config.seed = seed
   start = time.perf_counter()
   with open(os.devnull, "w") as quiet:
-    result = rlhf_train.train(config, workdir, stream=quiet)
+    result = rlhf_train.train(config, workdir, stream=stream or quiet)
   wall = time.perf_counter() - start
   learner = result.trainer.learner
   params = learner.brax_params(result.state.agent)
@@ -260,9 +267,10 @@ def compare_env(
     if earlier:
       rows.append(earlier)
       continue
+    log(f"{name}, seed {seed}: ours, then Brax's PPO")
     with tempfile.TemporaryDirectory() as workdir:
-      ours, initial, records, our_wall, networks = run_ours(config, seed, workdir)
-    brax_params, brax_sps, brax_wall = run_brax(theirs, seed)
+      ours, initial, records, our_wall, networks = run_ours(config, seed, workdir, sys.stderr)
+    brax_params, brax_sps, brax_wall = run_brax(theirs, seed, log)
     row = {
       "env": name,
       "seed": seed,

@@ -61,15 +61,13 @@ def brax_num_evals(config) -> int:
   return config_lib.num_chunks(config) + 1
 
 
-def run_brax(config, seed: int):
-  """Brax's SAC with our config's hyperparameters; returns (params, steps/s list, wall s)."""
+def run_brax(config, seed: int, log=lambda line: None):
+  """Brax's SAC with our config's hyperparameters; returns (params, steps/s list, wall s).
+  `log` gets a line per epoch."""
   sac = config.sac
   total, _ = side_by_side.budget(config)
   sps = []
-
-  def progress(step, metrics):
-    if "training/sps" in metrics:
-      sps.append(float(metrics["training/sps"]))
+  progress = functools.partial(side_by_side.brax_progress, sps, total, log)
 
   start = time.perf_counter()
   _, params, _ = brax_sac_train.train(
@@ -132,9 +130,11 @@ def compare_env(
     if earlier:
       rows.append(earlier)
       continue
+    log(f"{name}, seed {seed}: ours, then Brax's SAC")
     with tempfile.TemporaryDirectory() as workdir:
-      ours, initial, records, our_wall, networks = side_by_side.run_ours(config, seed, workdir)
-    brax_params, brax_sps, brax_wall = run_brax(config, seed)
+      run = side_by_side.run_ours(config, seed, workdir, sys.stderr)
+      ours, initial, records, our_wall, networks = run
+    brax_params, brax_sps, brax_wall = run_brax(config, seed, log)
     score = functools.partial(
       evaluation.evaluate,
       config,

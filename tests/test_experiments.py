@@ -544,3 +544,12 @@ def test_compare_brax_ppo_refuses_transition_minibatches(monkeypatch):
   monkeypatch.setattr(module.config_lib, "load", lambda path: config)
   with pytest.raises(ValueError, match="only whole-sequence minibatches"):
     module.compare_env("inverted_pendulum", [0], None, print)
+
+
+def test_compare_brax_progress_keeps_rates_and_logs_a_line_per_epoch():
+  module = experiment("compare_brax_ppo")
+  sps, lines = [], []
+  module.brax_progress(sps, 2_000_000, lines.append, 0, {"eval/episode_reward": 1.0})
+  module.brax_progress(sps, 2_000_000, lines.append, 409_600, {"training/sps": 12_345.6})
+  assert sps == [12_345.6]
+  assert lines == ["  brax:      409,600 of 2,000,000 env steps |    12,346 steps/s"]
