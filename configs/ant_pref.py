@@ -6,7 +6,9 @@ configs/ant.py with one change: PPO optimizes the reward model learned from the 
 instead of the true reward. Falling over ends an episode, so the learned reward keeps the
 offset the labels teach (not centered), and its scale follows a slow running std
 (normalizer_decay 0.999, as in configs/hopper_pref.py). Segments are 1.5 s (30 steps).
-Measured results: the README's paper table (experiments/label_efficiency.py).
+Measured: 700 labels, seed 0, 1,541 against the true reward's 4,416 (0.37): its true return
+stays below zero for the first 3M env steps. 60-step segments with half the labels up
+front, or fixed-length episodes, did not change that (README, the paper's table).
 """
 
 import os
