@@ -310,13 +310,13 @@ def summarize(rows: list[dict]) -> dict:
 
 def format_table(summaries: list[dict]) -> str:
   header = (
-    f"{'env':<18}{'seeds':>6}{'env steps':>12}{'initial':>10}{'ours':>10}{'brax':>10}"
+    f"{'env':<26}{'seeds':>6}{'env steps':>12}{'initial':>10}{'ours':>10}{'brax':>10}"
     f"{'ret ratio':>10}{'ours sps':>11}{'brax sps':>11}{'sps ratio':>10}  brax settings"
   )
   lines = [header, "-" * len(header)]
   for s in summaries:
     lines.append(
-      f"{s['env']:<18}{s['seeds']:>6}{s['env_steps']:>12,}{s['initial_return']:>10.1f}"
+      f"{s['env']:<26}{s['seeds']:>6}{s['env_steps']:>12,}{s['initial_return']:>10.1f}"
       f"{s['ours_return']:>10.1f}{s['brax_return']:>10.1f}{s['return_ratio']:>10.2f}"
       f"{s['ours_steps_per_second']:>11,.0f}{s['brax_steps_per_second']:>11,.0f}"
       f"{s['speed_ratio']:>10.2f}  {s['brax_settings']}"
