@@ -5,12 +5,11 @@
 configs/minatar_breakout.py with PPO on the reward learned from the labels: the ensemble's
 members are conv nets over the frame (and the one-hot action), segments are 25 steps (the
 paper's Atari clips), and 5,500 labels is the paper's Atari budget, all kept for training
-(queries.buffer_size). The reward model trains every 32,768 env steps (4 iterations)
-rather than every iteration: its conv members cost more per labelled pair than MLPs, and
-on the 2-core CPU (2026-12-06, one iteration's parts timed alone, shared with two other
-runs) 4 reward-model steps took 840 ms against PPO's 1,080 ms rollout and update; with
-the updates spread, the loop's cost beside PPO's falls from about 1.3 s to 0.6 s an
-iteration. The other games' `_pref` configs take this one's `reward` and `queries`.
+(queries.buffer_size). The reward model trains every iteration (524,288 env steps with
+pgx's PPO settings) for 64 steps: the rate of 4 steps every 32,768 env steps that the
+earlier settings (64 envs x 128 steps an iteration) ran with, where on the 2-core CPU
+(2026-12-06) 4 reward-model steps took 840 ms against PPO's 1,080 ms rollout and update
+of 8,192 env steps. The other games' `_pref` configs take this one's `reward` and `queries`.
 experiments/label_efficiency.py runs it at other budgets (--labels=1400,5500).
 
 Expected: not yet measured.
@@ -24,7 +23,7 @@ from rlhf_jax import config as config_lib
 def get_config():
   config = config_lib.load(os.path.join(os.path.dirname(__file__), "minatar_breakout.py"))
   config.reward.source = "learned"
-  config.reward.update_every_env_steps = 32_768
+  config.reward.train_steps = 64
   config.queries.total_labels = 5500
   config.queries.buffer_size = 5500
   return config

@@ -138,6 +138,10 @@ def default_config() -> ml_collections.ConfigDict:
   # How the ensemble's members run: "loop" one after another (fastest on XLA's CPU
   # backend), "vmap" batched (what accelerators want), "auto" loop on CPU, else vmap.
   config.reward.members = "auto"
+  # The most steps whose reward one pass of the ensemble computes; a larger batch (a
+  # rollout of pgx's 4,096 envs x 128 steps: a conv member's patches alone are 4.8 GB)
+  # runs in passes of at most this many, one after another.
+  config.reward.steps_per_pass = 65_536
   config.reward.initial_train_steps = 500  # on the initial labels, before PPO starts
   # Decay per iteration of the running mean/std of each member's reward, which scale the
   # learned reward. 0.9 follows the latest rollouts: once a policy converges their rewards
@@ -422,6 +426,7 @@ def _validate_preferences(config) -> None:
       "reward.batch_size",
       "reward.validation_batch_size",
       "reward.train_steps",
+      "reward.steps_per_pass",
       "segments.per_iteration",
       "segments.buffer_size",
       "queries.oversampling",

@@ -200,6 +200,14 @@ def use_vmap(members: str) -> bool:
   return members == "vmap" or (members == "auto" and jax.default_backend() != "cpu")
 
 
+def num_passes(rows: int, steps_per_pass: int) -> int:
+  """The fewest passes, dividing `rows` evenly, with at most `steps_per_pass` rows each."""
+  passes = -(-rows // steps_per_pass)
+  while rows % passes:
+    passes += 1
+  return passes
+
+
 def _features(inputs: str, obs, action, next_obs):
   if inputs == "obs":
     return obs
@@ -236,10 +244,19 @@ def make_reward_model(
     steps = x.shape[:-1]
     x = x.reshape(-1, x.shape[-1])
     members = jax.tree.leaves(params)[0].shape[0]
-    if batched:
-      rewards = jax.vmap(network.apply, in_axes=(0, None))(params, x)
-    else:
-      rewards = jnp.stack([network.apply(member(params, m), x) for m in range(members)])
+
+    def apply(rows):  # [R, F] -> [M, R]
+      if batched:
+        return jax.vmap(network.apply, in_axes=(0, None))(params, rows)
+      return jnp.stack([network.apply(member(params, m), rows) for m in range(members)])
+
+    passes = num_passes(x.shape[0], reward_config.steps_per_pass)
+    if passes == 1:
+      return apply(x).reshape((members,) + steps)
+    # Pass i takes rows i, i + passes, ...: every device's part of the leading axis in
+    # each pass, and [M, R / passes, passes] is back in row order.
+    rows = jnp.moveaxis(x.reshape(-1, passes, x.shape[-1]), 1, 0)
+    rewards = jnp.moveaxis(jax.lax.map(apply, rows), 0, 2)
     return rewards.reshape((members,) + steps)
 
   def segment_returns(params, inputs, segment: Segment):

@@ -193,9 +193,11 @@ def numpy_conv_member(params, frames, extra):
 
 @pytest.mark.parametrize("inputs", ["obs", "obs_action", "obs_next_obs"])
 @pytest.mark.parametrize("members", ["loop", "vmap"])
-def test_conv_member_reward_matches_numpy(inputs, members):
+@pytest.mark.parametrize("steps_per_pass", [65_536, 4])  # 4: the 6 steps in 2 passes of 3
+def test_conv_member_reward_matches_numpy(inputs, members, steps_per_pass):
   config = config_lib.default_config()
   config.reward.inputs, config.reward.members = inputs, members
+  config.reward.steps_per_pass = steps_per_pass
   config.reward.hidden_sizes = (7, 5)
   size, actions = int(np.prod(FRAME)), 4
   model = reward_model.make_reward_model(config, size, actions, frame_shape=FRAME)
@@ -262,3 +264,11 @@ def test_conv_members_learn_which_channel_the_teacher_prefers(members):
   # the other channels' counts are not what it learned
   other = np.asarray(test.obs.reshape(100, length, *FRAME)[..., 0].sum((1, 2, 3)))
   assert abs(np.corrcoef(learned, other)[0, 1]) < 0.5
+
+
+def test_num_passes_is_the_fewest_that_divide_the_rows():
+  assert reward_model.num_passes(524_288, 65_536) == 8
+  assert reward_model.num_passes(100, 100) == 1
+  assert reward_model.num_passes(6, 4) == 2  # 2 passes of 3
+  assert reward_model.num_passes(7, 3) == 7  # 7 is prime: one row a pass
+  assert reward_model.num_passes(12, 5) == 3  # 3 passes of 4
