@@ -307,9 +307,10 @@ def test_benchmark_sweep_scales_the_batch_and_sets_the_update_interval():
   assert base.reward.source == "true" and pref.reward.source == "learned"
   assert module.configs("hopper", 3, 32)[1].reward.update_every_env_steps == 0  # hopper_pref's
   # Labels at the full run's rate: breakout_pref asks 5,500 over 20M env steps; 4 chunks of
-  # 10 iterations of 64 envs x 128 steps are 327,680 env steps, so 5,500 x 0.016384 = 90.
+  # one iteration of 4,096 envs x 128 steps are 2,097,152 env steps, so 5,500 x 0.1048576
+  # = 576.7 -> 577.
   _, pref = module.configs("minatar_breakout", 4, None, keep_label_rate=True)
-  assert pref.total_env_steps == 327_680 and pref.queries.total_labels == 90
+  assert pref.total_env_steps == 2_097_152 and pref.queries.total_labels == 577
   assert module.configs("minatar_breakout", 4, None)[1].queries.total_labels == 5500
 
 
