@@ -4,8 +4,9 @@ The networks, the tanh-normal action distribution, the running observation stati
 and GAE come from `brax.training`, so parameters are interchangeable with those of
 `brax.training.agents.ppo.train`. For discrete actions on frames (MinAtar) the networks are
 a categorical policy and conv torsos instead (rlhf_jax/categorical.py). What is ours: the
-loss on time-major batches, the minibatch epochs, and a reward that is whatever the caller
-put in `Transition.reward`.
+loss on time-major batches, the minibatch epochs (of whole sequences as Brax's, or of
+single steps with GAE computed once and clipped values as PureJaxRL's and pgx's:
+`ppo.minibatches`), and a reward that is whatever the caller put in `Transition.reward`.
 
 Everything here is pure; jit it at the call site.
 """
