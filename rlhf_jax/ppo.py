@@ -96,12 +96,14 @@ def value_loss(values, targets):
   return 0.5 * jnp.mean(jnp.square(targets - values))
 
 
-def lambda_returns(values, bootstrap_value, data: Transition, ppo_config):
-  """GAE over the T axis of a time-major batch `data` ([T, B, ...]) with `values` V(s_t)
-  [T, B] and `bootstrap_value` V(data.next_obs[-1]) [B], which ends each sequence.
-  Returns (λ-return targets, Brax's advantages r_t + γ G^λ_{t+1} - V(s_t)), both [T, B];
-  steps cut off by the episode length carry no advantage (as in Brax)."""
-  return compute_gae(
+def lambda_returns(params: PPONetworkParams, normalizer, data: Transition, networks, ppo_config):
+  """GAE over the T axis of a time-major batch `data` ([T, B, ...]) under `params`; the
+  value of `data.next_obs[-1]` ends each sequence. Returns (values V(s_t), λ-return
+  targets, Brax's advantages r_t + γ G^λ_{t+1} - V(s_t)), all [T, B]; steps cut off by the
+  episode length carry no advantage (as in Brax)."""
+  values = networks.value_network.apply(normalizer, params.value, data.obs)
+  bootstrap_value = networks.value_network.apply(normalizer, params.value, data.next_obs[-1])
+  targets, advantages = compute_gae(
     truncation=data.truncation,
     termination=(1 - data.discount) * (1 - data.truncation),
     rewards=data.reward * ppo_config.reward_scaling,
@@ -110,6 +112,7 @@ def lambda_returns(values, bootstrap_value, data: Transition, ppo_config):
     lambda_=ppo_config.gae_lambda,
     discount=ppo_config.discounting,
   )
+  return values, targets, advantages
 
 
 def _loss(
@@ -137,9 +140,7 @@ def _loss(
 def ppo_loss(params: PPONetworkParams, normalizer, data: Transition, key, networks, ppo_config):
   """The PPO loss on a time-major batch `data` ([T, B, ...]) of whole sequences, as Brax
   computes it: GAE under the current `params`, in the loss. Returns (loss, metrics)."""
-  values = networks.value_network.apply(normalizer, params.value, data.obs)
-  bootstrap_value = networks.value_network.apply(normalizer, params.value, data.next_obs[-1])
-  targets, advantages = lambda_returns(values, bootstrap_value, data, ppo_config)
+  values, targets, advantages = lambda_returns(params, normalizer, data, networks, ppo_config)
   v_loss = value_loss(values, targets)
   args = (data.obs, data.raw_action, data.log_prob, advantages, v_loss, key)
   return _loss(params, normalizer, *args, networks, ppo_config)
@@ -169,9 +170,7 @@ def to_transitions(
 ) -> Transitions:
   """A time-major batch [T, B] as T*B single transitions, with GAE (λ-return - value, as
   PureJaxRL and pgx's MinAtar PPO compute it) under `params`, once for all epochs."""
-  values = networks.value_network.apply(normalizer, params.value, data.obs)
-  bootstrap_value = networks.value_network.apply(normalizer, params.value, data.next_obs[-1])
-  targets, _ = lambda_returns(values, bootstrap_value, data, ppo_config)
+  values, targets, _ = lambda_returns(params, normalizer, data, networks, ppo_config)
   flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
   return Transitions(
     obs=flat(data.obs),

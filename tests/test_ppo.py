@@ -32,6 +32,23 @@ def python_gae(rewards, values, bootstrap, discount, truncation, termination, ga
   return advantages
 
 
+class Net:
+  """A stand-in network: `apply` as given."""
+
+  def __init__(self, apply):
+    self.apply = apply
+
+
+class Dist:
+  """A stand-in action distribution: the "logits" carry the log-prob; no entropy."""
+
+  def log_prob(self, logits, raw_action):
+    return logits[..., 0]
+
+  def entropy(self, logits, key):
+    return jnp.zeros(logits.shape[:-1])
+
+
 def test_gae_matches_python_loop():
   rng = np.random.default_rng(0)
   steps, batch = 7, 5
@@ -98,17 +115,6 @@ def test_ppo_loss_hand_computed_case():
   cfg.clipping_epsilon = 0.2
   cfg.entropy_cost = 0.0
   cfg.value_loss_coefficient = 1.0
-
-  class Net:
-    def __init__(self, apply):
-      self.apply = apply
-
-  class Dist:
-    def log_prob(self, logits, raw_action):
-      return logits[..., 0]
-
-    def entropy(self, logits, key):
-      return jnp.zeros(logits.shape[:-1])
 
   class Networks:
     # policy "logits" carry the new log-prob; value = first obs feature.
@@ -188,17 +194,6 @@ def test_transition_minibatches_use_each_step_once_with_gae_from_before_the_upda
     discounting=0.9,
     gae_lambda=0.8,
   )
-
-  class Net:
-    def __init__(self, apply):
-      self.apply = apply
-
-  class Dist:
-    def log_prob(self, logits, raw_action):
-      return logits[..., 0]
-
-    def entropy(self, logits, key):
-      return jnp.zeros(logits.shape[:-1])
 
   class Networks:  # obs[..., 0]: the value; obs[..., 1]: the step's index
     policy_network = Net(lambda norm, params, obs: params[obs[..., 1].astype(jnp.int32)][..., None])
