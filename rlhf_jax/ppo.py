@@ -158,11 +158,16 @@ class Transitions(NamedTuple):
   value: jax.Array  # V(s) before the update
 
 
-def clipped_value_loss(values, old_values, targets, clip):
-  """½ E[max((V - G)², (clip(V, V_old - c, V_old + c) - G)²)]: the value may move at most
-  c from the one it had before the update, or is penalized as if it had not."""
+def clipped_value_error(values, old_values, targets, clip):
+  """max((V - G)², (clip(V, V_old - c, V_old + c) - G)²) per element: the value may move
+  at most c from the one it had before the update, or is penalized as if it had not."""
   clipped = jnp.clip(values, old_values - clip, old_values + clip)
-  return 0.5 * jnp.mean(jnp.maximum(jnp.square(values - targets), jnp.square(clipped - targets)))
+  return jnp.maximum(jnp.square(values - targets), jnp.square(clipped - targets))
+
+
+def clipped_value_loss(values, old_values, targets, clip):
+  """½ E[`clipped_value_error`]."""
+  return 0.5 * jnp.mean(clipped_value_error(values, old_values, targets, clip))
 
 
 def to_transitions(

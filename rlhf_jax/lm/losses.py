@@ -207,8 +207,7 @@ def clipped_value_loss(values, old_values, returns, mask, clip_range):
   tokens: the value moves at most c from the value it had when the batch was sampled,
   or is penalized as if it had not (Ziegler et al. 2019's code; trl's `PPOTrainer`). All
   [B, N]."""
-  clipped = jnp.clip(values, old_values - clip_range, old_values + clip_range)
-  error = jnp.maximum(jnp.square(values - returns), jnp.square(clipped - returns))
+  error = ppo.clipped_value_error(values, old_values, returns, clip_range)
   return 0.5 * masked_mean(error, mask)
 
 
