@@ -18,8 +18,9 @@ import them.
 `make_env(name, episode_length)` returns what `envs.make_env` returns for Brax: `reset(keys
 [N, 2])` and `step(state, action)` over N envs (vmapped), auto-reset, a
 `brax.envs.base.State` with
-  obs          float32 [N, 10 * 10 * C]: the game's boolean frame, flattened (`frame_shape`
-               gives (10, 10, C) back)
+  obs          uint8 [N, 10 * 10 * C]: the game's boolean frame as 0/1, flattened
+               (`frame_shape` gives (10, 10, C) back); uint8 because rollouts and the
+               segment buffers hold many of them (the networks promote it to float32)
   reward, done float32 [N]
   info         'steps', 'truncation', 'episode_done', 'episode_metrics' {'sum_reward',
                'length'}, 'first_obs' (as Brax's training wrappers), and 'key' [N, 2]: each
@@ -76,7 +77,7 @@ class MinAtarEnv:
     self.action_size = int(example.legal_action_mask.shape[0])
 
   def _observe(self, game) -> jax.Array:
-    return game.observation.reshape(-1).astype(jnp.float32)
+    return game.observation.reshape(-1).astype(jnp.uint8)
 
   def _reset_one(self, key) -> State:
     key, key_init = jax.random.split(key)

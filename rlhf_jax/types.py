@@ -15,7 +15,7 @@ class Transition(NamedTuple):
   return at steps where `discount == 0` and is meaningless elsewhere.
   """
 
-  obs: jax.Array  # float32 [..., obs_size]
+  obs: jax.Array  # float32 [..., obs_size] (MinAtar: uint8 0/1 frames)
   action: jax.Array  # float32 [..., action_size], as sent to the env (after tanh)
   raw_action: jax.Array  # float32 [..., action_size], before tanh
   log_prob: jax.Array  # float32 [...], of raw_action under the behaviour policy
@@ -23,7 +23,7 @@ class Transition(NamedTuple):
   true_reward: jax.Array  # float32 [...]
   discount: jax.Array  # float32 [...]
   truncation: jax.Array  # float32 [...]
-  next_obs: jax.Array  # float32 [..., obs_size]
+  next_obs: jax.Array  # as obs
   episode_return: jax.Array  # float32 [...]
   qpos: jax.Array  # float32 [..., q_size]: the simulator's positions at `obs` (to render)
 
@@ -36,9 +36,9 @@ class Segment(NamedTuple):
   renderer needs to show the segment to a person (rlhf_jax/labeling/render.py).
   """
 
-  obs: jax.Array  # float32 [..., K, obs_size]
+  obs: jax.Array  # float32 [..., K, obs_size] (MinAtar: uint8)
   action: jax.Array  # float32 [..., K, action_size]
-  next_obs: jax.Array  # float32 [..., K, obs_size]
+  next_obs: jax.Array  # as obs
   true_reward: jax.Array  # float32 [..., K]
   mask: jax.Array  # float32 [..., K], 1 for steps of the episode, 0 for padding
   qpos: jax.Array  # float32 [..., K, q_size]: the simulator's positions, to re-render it

@@ -77,6 +77,7 @@ def test_episode_cutoff_marks_truncation_and_sums_the_episode():
   env = envs.make_env("minatar-freeway", "anything: MinAtar ignores the backend", episode_length=7)
   state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), 4))
   assert state.obs.shape == (4, 10 * 10 * 7) and env.frame_shape == (10, 10, 7)
+  assert state.obs.dtype == jnp.uint8  # 0/1 frames in a quarter of float32's memory
   assert env.observation_size == 700 and env.action_size == 3 and envs.is_discrete(env)
   step = jax.jit(env.step)
   up = jnp.ones((4,), jnp.int32)  # integer actions work too; 1 is "up" in Freeway
@@ -270,6 +271,10 @@ def test_preference_loop_on_breakout_runs_and_is_deterministic(tmp_path):
   trainer = loop.make_trainer(config)
   params = trainer.preferences.model.init(jax.random.PRNGKey(0)).params
   assert "Conv_0" in params["params"]  # the env's frames chose conv members
+  # the stored clips keep the env's uint8 frames (4,096 envs x 128 steps of float32
+  # frames needed 7.4 GB of temporaries per chunk on Breakout; uint8 3.2 GB)
+  stored = trainer.abstract_state.preferences.preferences.first
+  assert stored.obs.dtype == jnp.uint8 and stored.action.dtype == jnp.float32
   assert trainer.preferences.segment_length == 25
   # what the labeling app is told: it draws the frames (labeling/frames.py), not MuJoCo
   meta = render.clip_meta(config, trainer)
