@@ -79,6 +79,11 @@ def default_config() -> ml_collections.ConfigDict:
   # minibatches = "transitions" only: the value may move at most this far from its value
   # before the update, or its loss is as if it had not (PureJaxRL's 0.2); 0: off.
   config.ppo.value_clipping = 0.0
+  # The most steps whose values one pass of the value net computes where GAE runs over a
+  # whole iteration (minibatches = "transitions"): a larger [T, B] batch runs in passes of
+  # whole time steps, one after another (pgx's tower over 4,096 envs x 128 steps at once
+  # peaked at 13.9 GB on the CPU).
+  config.ppo.steps_per_pass = 65_536
   # Frames (MinAtar) only, rlhf_jax/categorical.py: "minatar", MinAtar's baseline torso
   # (conv 16 3x3, ReLU layers); or "pgx", pgx's PPO network (conv 32 2x2, 2x2 average
   # pooling, dense 64, tanh layers), one tower each for policy and value.
@@ -300,6 +305,7 @@ def validate(config, device_count: int | None = None) -> None:
       "ppo.batch_size",
       "ppo.num_minibatches",
       "ppo.num_updates_per_batch",
+      "ppo.steps_per_pass",
       "checkpoint.every_chunks",
       "checkpoint.keep",
     ],

@@ -42,7 +42,7 @@ import optax
 from brax.training.acme import running_statistics
 from flax import linen
 
-from rlhf_jax import categorical
+from rlhf_jax import categorical, sharding
 from rlhf_jax.segments import ring_write
 from rlhf_jax.types import Segment
 
@@ -200,14 +200,6 @@ def use_vmap(members: str) -> bool:
   return members == "vmap" or (members == "auto" and jax.default_backend() != "cpu")
 
 
-def num_passes(rows: int, steps_per_pass: int) -> int:
-  """The fewest passes, dividing `rows` evenly, with at most `steps_per_pass` rows each."""
-  passes = -(-rows // steps_per_pass)
-  while rows % passes:
-    passes += 1
-  return passes
-
-
 def _features(inputs: str, obs, action, next_obs):
   if inputs == "obs":
     return obs
@@ -250,7 +242,7 @@ def make_reward_model(
         return jax.vmap(network.apply, in_axes=(0, None))(params, rows)
       return jnp.stack([network.apply(member(params, m), rows) for m in range(members)])
 
-    passes = num_passes(x.shape[0], reward_config.steps_per_pass)
+    passes = sharding.num_passes(x.shape[0], reward_config.steps_per_pass)
     if passes == 1:
       return apply(x).reshape((members,) + steps)
     # Pass i takes rows i, i + passes, ...: every device's part of the leading axis in

@@ -131,3 +131,13 @@ def state_shardings(mesh, abstract_state, num_envs: int, seed_axis: bool = False
       )
     )
   return shardings
+
+
+def num_passes(rows: int, steps_per_pass: int) -> int:
+  """The fewest passes, dividing `rows` evenly, with at most `steps_per_pass` rows each
+  (big batches are computed a pass at a time to bound their memory; the axis split over
+  devices stays whole in each pass, so every device works in every pass)."""
+  passes = -(-rows // steps_per_pass)
+  while rows % passes:
+    passes += 1
+  return passes

@@ -177,11 +177,15 @@ def test_shuffle_into_minibatches_partitions_along_the_axis():
   assert flat.shape == (5, 4) and sorted(np.asarray(flat).ravel().tolist()) == list(range(20))
 
 
-def test_transition_minibatches_use_each_step_once_with_gae_from_before_the_update():
+@pytest.mark.parametrize("steps_per_pass", [65_536, 12, 6])  # 1, 2 and 4 passes
+def test_transition_minibatches_use_each_step_once_with_gae_from_before_the_update(
+  steps_per_pass,
+):
   """One epoch of minibatches="transitions" with plain SGD, on networks whose log-prob of
   step i is a parameter θ_i of its own (θ = 0 at first, so ρ = 1): each step's gradient is
   -A_i / n (n steps a minibatch), so θ_i ends at lr * A_i / n if and only if every step is
-  used exactly once, with the textbook GAE of the values before the update."""
+  used exactly once, with the textbook GAE of the values before the update (computed in
+passes of whole time steps when the batch exceeds ppo.steps_per_pass)."""
   cfg = config_lib.default_config().ppo
   cfg.update(
     minibatches="transitions",
@@ -193,6 +197,7 @@ def test_transition_minibatches_use_each_step_once_with_gae_from_before_the_upda
     value_loss_coefficient=0.0,
     discounting=0.9,
     gae_lambda=0.8,
+    steps_per_pass=steps_per_pass,
   )
 
   class Networks:  # obs[..., 0]: the value; obs[..., 1]: the step's index

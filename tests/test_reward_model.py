@@ -264,11 +264,3 @@ def test_conv_members_learn_which_channel_the_teacher_prefers(members):
   # the other channels' counts are not what it learned
   other = np.asarray(test.obs.reshape(100, length, *FRAME)[..., 0].sum((1, 2, 3)))
   assert abs(np.corrcoef(learned, other)[0, 1]) < 0.5
-
-
-def test_num_passes_is_the_fewest_that_divide_the_rows():
-  assert reward_model.num_passes(524_288, 65_536) == 8
-  assert reward_model.num_passes(100, 100) == 1
-  assert reward_model.num_passes(6, 4) == 2  # 2 passes of 3
-  assert reward_model.num_passes(7, 3) == 7  # 7 is prime: one row a pass
-  assert reward_model.num_passes(12, 5) == 3  # 3 passes of 4

@@ -55,3 +55,11 @@ def test_on_eight_cpu_devices():
   checkpoints, seeds on a mesh."""
   stdout = run_on_eight_devices("tests/eight_devices.py")
   assert "8 passed" in stdout, stdout[-2000:]
+
+
+def test_num_passes_is_the_fewest_that_divide_the_rows():
+  assert sharding.num_passes(524_288, 65_536) == 8
+  assert sharding.num_passes(100, 100) == 1
+  assert sharding.num_passes(6, 4) == 2  # 2 passes of 3
+  assert sharding.num_passes(7, 3) == 7  # 7 is prime: one row a pass
+  assert sharding.num_passes(12, 5) == 3  # 3 passes of 4
