@@ -7,7 +7,10 @@ off only over long stretches of a gait, so the discount is long (0.999; MuJoCo's
 is known to need 0.999-0.9999 in PPO) and each iteration runs 64 envs for 128 steps.
 Episodes never end early. Measured on the 2-core CPU, one run per core at about 5.3k env
 steps/s (2026-12-03, seed 0, 3.3M env steps): the chunks' true return climbs slowly, 22 at
-0.7M to 51 at 3.3M; not yet tuned to swim (a next try: discount 0.9999, longer budget).
+0.7M to 51 at 3.3M; not yet tuned to swim. Discount 0.9999 (`--config.ppo.discounting=0.9999`,
+seed 0, 5.2M env steps, 2026-12-07, 7-15k env steps/s on one core) did worse: 18-26 up to
+1.3M, then swinging between -20 and 16 to the end (-19.7 at 4.9M). Next to try: the
+0.999 run to 10M+, a reward normalized by its return's std (what RL Zoo's Swimmer runs).
 """
 
 from rlhf_jax.config import default_config
