@@ -6,10 +6,12 @@
 
   python experiments/compare_brax_ppo.py --envs=all --seeds=0,1,2 --resume \
       --csv=docs/paper/compare_brax_ppo.csv
+  python experiments/compare_brax_ppo.py --summarize --csv=docs/paper/compare_brax_ppo.csv
 
 `--csv` is rewritten as each seed ends; with `--resume` the (env, seed, Brax settings)
 rows it already holds are kept and not run again, so an interrupted run of the eight
-tasks (hours on a CPU) goes on where it stopped.
+tasks (hours on a CPU) goes on where it stopped; `--summarize` only prints the table of
+the rows it holds.
 
 For each env, both trainers get the same env, backend, hyperparameters (from
 `configs/<env>.py`), env-step budget and seeds; with `--brax=published`, Brax's PPO runs
@@ -308,6 +310,18 @@ def summarize(rows: list[dict]) -> dict:
   }
 
 
+def summarize_csv(path: str, names: list[str] | None = None) -> list[dict]:
+  """The table of a --csv's rows without running anything: a line per (env, Brax
+  settings), over the seeds it holds, in the paper's task order; only `names` if given."""
+  groups = {}
+  for row in tables.read_csv(*os.path.split(path)):
+    if names is None or row["env"] in names:
+      groups.setdefault((row["env"], row["brax_settings"]), []).append(row)
+  order = {name: i for i, name in enumerate(tables.PAPER_TASKS)}
+  keys = sorted(groups, key=lambda key: (order.get(key[0], len(order)), key))
+  return [summarize(groups[key]) for key in keys]
+
+
 def format_table(summaries: list[dict]) -> str:
   header = (
     f"{'env':<26}{'seeds':>6}{'env steps':>12}{'initial':>10}{'ours':>10}{'brax':>10}"
@@ -347,7 +361,20 @@ def main(argv=None):
   parser.add_argument(
     "--resume", action="store_true", help="keep --csv's rows and run only the missing ones"
   )
+  parser.add_argument(
+    "--summarize",
+    action="store_true",
+    help="only print the table of --csv's rows (every env in it, or --envs if given)",
+  )
   args = parser.parse_args(argv)
+  if args.summarize:
+    if not args.csv or not os.path.exists(args.csv):
+      parser.error(f"--summarize reads --csv, and {args.csv!r} is not a file")
+    given = any(arg.startswith("--envs") for arg in (argv if argv is not None else sys.argv))
+    names = args.envs.split(",") if given and args.envs != "all" else None
+    summaries = summarize_csv(args.csv, names)
+    print(format_table(summaries), flush=True)
+    return summaries
   seeds = [int(s) for s in args.seeds.split(",")]
   names = list(tables.PAPER_TASKS) if args.envs == "all" else args.envs.split(",")
   log = functools.partial(print, file=sys.stderr, flush=True)

@@ -538,6 +538,38 @@ def test_label_efficiency_run_writes_trains_progress_to_the_workdir_as_it_goes(
   assert [c["return"] for c in curve] == [1.0, 3.0]
 
 
+def test_compare_brax_ppo_summarize_prints_the_csvs_table_without_running(tmp_path, capsys):
+  module = experiment("compare_brax_ppo")
+  tables = experiment("label_efficiency")
+  path = str(tmp_path / "rows.csv")
+  row = lambda env, seed, initial, ours, brax, sps: {  # noqa: E731
+    "env": env,
+    "seed": seed,
+    "brax_settings": "ours",
+    "env_steps": 1000,
+    "initial_return": initial,
+    "ours_return": ours,
+    "brax_return": brax,
+    "ours_steps_per_second": sps,
+    "brax_steps_per_second": sps / 2,
+  }
+  rows = [row("ant", 0, -10.0, 100.0, 50.0, 10.0), row("reacher", 0, -50.0, -5.0, -10.0, 4.0)]
+  tables.write_csv(path, rows + [row("ant", 1, -20.0, 200.0, 150.0, 20.0)])
+  summaries = module.main(["--summarize", f"--csv={path}"])
+  # the paper's order (reacher before ant); ant over its two seeds, by hand:
+  # initial -15, ours 150, Brax 100, ratio (150 + 15) / (100 + 15), sps 15 against 7.5
+  assert [(s["env"], s["seeds"]) for s in summaries] == [("reacher", 1), ("ant", 2)]
+  ant = summaries[1]
+  assert (ant["initial_return"], ant["ours_return"], ant["brax_return"]) == (-15, 150, 100)
+  assert ant["return_ratio"] == pytest.approx(165 / 115) and ant["speed_ratio"] == 2.0
+  assert summaries[0]["return_ratio"] == pytest.approx(45 / 40)
+  printed = capsys.readouterr().out.splitlines()
+  assert printed[2].startswith("reacher") and printed[3].startswith("ant")
+  assert [s["env"] for s in module.main(["--summarize", "--envs=ant", f"--csv={path}"])] == ["ant"]
+  with pytest.raises(SystemExit):
+    module.main(["--summarize", f"--csv={tmp_path / 'none.csv'}"])
+
+
 def test_compare_brax_ppo_refuses_transition_minibatches(monkeypatch):
   module = experiment("compare_brax_ppo")
   config = config_lib.default_config()
