@@ -341,7 +341,10 @@ def format_table(summaries: list[dict]) -> str:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument(
-    "--envs", default="inverted_pendulum,reacher,hopper", help="comma-separated, or 'all'"
+    "--envs",
+    default=None,
+    help="comma-separated, or 'all' (default: inverted_pendulum,reacher,hopper; with "
+    "--summarize, every env in --csv)",
   )
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument(
@@ -370,13 +373,13 @@ def main(argv=None):
   if args.summarize:
     if not args.csv or not os.path.exists(args.csv):
       parser.error(f"--summarize reads --csv, and {args.csv!r} is not a file")
-    given = any(arg.startswith("--envs") for arg in (argv if argv is not None else sys.argv))
-    names = args.envs.split(",") if given and args.envs != "all" else None
+    names = args.envs.split(",") if args.envs and args.envs != "all" else None
     summaries = summarize_csv(args.csv, names)
     print(format_table(summaries), flush=True)
     return summaries
   seeds = [int(s) for s in args.seeds.split(",")]
-  names = list(tables.PAPER_TASKS) if args.envs == "all" else args.envs.split(",")
+  envs = args.envs or "inverted_pendulum,reacher,hopper"
+  names = list(tables.PAPER_TASKS) if envs == "all" else envs.split(",")
   log = functools.partial(print, file=sys.stderr, flush=True)
   log(f"devices: {jax.devices()}")
   rows_csv = RowsCsv(args.csv, args.resume, ("env", "seed", "brax_settings"))

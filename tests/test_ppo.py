@@ -182,9 +182,9 @@ def test_transition_minibatches_use_each_step_once_with_gae_from_before_the_upda
   steps_per_pass,
 ):
   """One epoch of minibatches="transitions" with plain SGD, on networks whose log-prob of
-    step i is a parameter θ_i of its own (θ = 0 at first, so ρ = 1): each step's gradient is
-    -A_i / n (n steps a minibatch), so θ_i ends at lr * A_i / n if and only if every step is
-    used exactly once, with the textbook GAE of the values before the update (computed in
+  step i is a parameter θ_i of its own (θ = 0 at first, so ρ = 1): each step's gradient is
+  -A_i / n (n steps a minibatch), so θ_i ends at lr * A_i / n if and only if every step is
+  used exactly once, with the textbook GAE of the values before the update (computed in
   passes of whole time steps when the batch exceeds ppo.steps_per_pass)."""
   cfg = config_lib.default_config().ppo
   cfg.update(
