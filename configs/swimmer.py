@@ -9,7 +9,9 @@ is known to need 0.999-0.9999 in PPO), and each update takes many small gradient
 steps per 32,768 env steps, like RL Zoo's 64-step minibatches. Episodes never end early.
 Measured on the 2-core CPU, seed 0, one run per core at 16.5k env steps/s (2026-12-07):
 the chunks' true return passes 300 at 1.6M and levels off at 345-350 from 2.9M (MuJoCo's
-Swimmer reaches about 350 with PPO at discount 0.9999). The same run with 4 minibatches of
+Swimmer reaches about 350 with PPO at discount 0.9999); final policies of seeds 0 / 1 / 2:
+348.7 / 125.0 / 267.9 (seed 1 keeps a slow gait), Brax's PPO with these settings 356.1 /
+133.9 / 204.7 (experiments/compare_brax_ppo.py). The same run with 4 minibatches of
 64 envs (40 gradient steps an update) reached only 51 at 3.3M; with 32 minibatches at
 discount 0.9999 it swam backwards (-25 at 4.9M).
 """
