@@ -21,6 +21,7 @@ evaluator (rlhf_jax/evaluation.py). Writes to --out:
   <env>/curves.csv            true return (chunk mean) against env steps, per run
   <env>/final.csv             the final eval return of each run
   <env>/label_efficiency.png  mean true return against env steps, one line per condition
+  <env>/configs.json          each run's config (--resume refuses rows of another config)
   paper_table.csv             one row per env: true-reward return, each budget's return
                               and ratio, steps/s
   paper_figure.png            a panel per env in the layout of the paper's Figure 1
@@ -30,7 +31,8 @@ PPO: (learned - initial) / (true - initial), the share of the true-reward run's 
 over the untrained policy (meaningful for negative returns too). The preference runs'
 first iteration only collects the initial labels: they take one iteration more of env
 steps than the true-reward run. CSVs are rewritten as each run ends; `--resume` reruns
-only the (condition, seed) pairs they lack, so an interrupted table picks up where it
+only the (condition, seed) pairs they lack (and stops, naming the keys, where a kept row
+ran with another config than its condition has now), so an interrupted table picks up where it
 stopped, and a run cut off midway continues from its last checkpoint in --workdirs;
 `--summarize` only re-reads the CSVs. While a run trains, its progress (train.py's line
 per chunk) goes to `<workdirs>/<task>/<condition>_seed<seed>/train.log`. `--set
@@ -43,6 +45,7 @@ import argparse
 import ast
 import csv
 import functools
+import json
 import os
 import re
 import shutil
@@ -246,8 +249,11 @@ def run_env(env: str, args, log) -> tuple[list[dict], list[dict]]:
   os.makedirs(out, exist_ok=True)
   conditions = make_conditions(env, args)
   curves, rows = [], []
+  runs_configs = {}  # "<condition>, seed <seed>" -> the flat config it ran with
   if args.resume and os.path.exists(os.path.join(out, "final.csv")):
     curves, rows = read_csv(out, "curves.csv"), read_csv(out, "final.csv")
+    runs_configs = read_configs(out)
+    check_configs(out, rows, runs_configs, dict(conditions), log)
     log(f"{env}: resuming, {len(rows)} runs already in {out}")
   done = {(row["condition"], row["seed"]) for row in rows}
   curves = [c for c in curves if (c["condition"], c["seed"]) in done]
@@ -263,8 +269,73 @@ def run_env(env: str, args, log) -> tuple[list[dict], list[dict]]:
       rows.append(row)
       write_csv(os.path.join(out, "curves.csv"), curves)  # kept current as runs end
       write_csv(os.path.join(out, "final.csv"), rows)
+      runs_configs[run_key(condition, seed)] = flat_config(config)
+      with open(os.path.join(out, CONFIGS), "w", encoding="utf-8") as f:
+        json.dump(runs_configs, f, indent=1, sort_keys=True)
       shutil.rmtree(workdir, ignore_errors=True)  # its row is saved
   return curves, rows
+
+
+# Beside final.csv: each run's config, so that --resume can tell a row of an older config.
+CONFIGS = "configs.json"
+# Keys that do not change what a run computes: --resume does not compare them.
+NOT_COMPARED = ("checkpoint.", "human.")
+
+
+def run_key(condition: str, seed: int) -> str:
+  return f"{condition}, seed {seed}"
+
+
+def flat_config(config) -> dict:
+  """The config's leaves by dotted key, as JSON gives them back (tuples as lists), without
+  the seed (the run's row has it)."""
+
+  def leaves(node, prefix):
+    for key, value in node.items():
+      if isinstance(value, dict):
+        yield from leaves(value, f"{prefix}{key}.")
+      elif f"{prefix}{key}" != "seed":
+        yield f"{prefix}{key}", value
+
+  return json.loads(json.dumps(dict(leaves(config.to_dict(), ""))))
+
+
+def read_configs(out: str) -> dict:
+  path = os.path.join(out, CONFIGS)
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def check_configs(out: str, rows: list[dict], runs_configs: dict, configs: dict, log) -> None:
+  """Refuses to resume beside rows whose stored config differs from the condition's config
+  now on a key both have (a key only one has is a setting added or removed since, taken
+  to keep the old behaviour). Rows recorded before configs were stored are kept, said."""
+  changed, unknown = [], 0
+  for row in rows:
+    stored = runs_configs.get(run_key(row["condition"], row["seed"]))
+    if row["condition"] not in configs:
+      continue  # a condition this call does not run: its rows are only carried along
+    if stored is None:
+      unknown += 1
+      continue
+    now = flat_config(configs[row["condition"]])
+    shared = {k for k in stored.keys() & now.keys() if not k.startswith(NOT_COMPARED)}
+    keys = sorted(k for k in shared if stored[k] != now[k])
+    if keys:
+      what = ", ".join(f"{k}={stored[k]!r} there, {now[k]!r} now" for k in keys[:4])
+      more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+      changed.append(f"  {run_key(row['condition'], row['seed'])}: {what}{more}")
+  if changed:
+    raise ValueError(
+      f"{out}: --resume would mix runs of different configs; these rows ran with another "
+      "config than their condition has now:\n"
+      + "\n".join(changed)
+      + f"\nMove {out} aside (or delete those rows from its final.csv) to rerun them."
+    )
+  if unknown:
+    log(f"{out}: {unknown} rows predate {CONFIGS}: kept, assumed to be of today's configs")
 
 
 def main(argv=None):

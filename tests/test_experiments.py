@@ -65,6 +65,41 @@ def test_label_efficiency_resume_runs_only_what_the_csvs_lack(tmp_path, monkeypa
   assert len(module.read_csv(env_out, "curves.csv")) == 6
 
 
+def test_label_efficiency_resume_refuses_rows_of_another_config(tmp_path, monkeypatch):
+  module = experiment("label_efficiency")
+  out = str(tmp_path / "out")
+  calls = []
+  monkeypatch.setattr(module, "run", fake_run(calls))
+  args = ["--envs=inverted_pendulum", "--seeds=0", "--labels=100", f"--out={out}"]
+  args += [f"--workdirs={tmp_path / 'work'}", "--resume"]
+  module.main(args)
+  path = os.path.join(out, "inverted_pendulum", "configs.json")
+  with open(path) as f:
+    stored = json.load(f)
+  assert sorted(stored) == ["100 labels, seed 0", "true reward, seed 0"]
+  assert stored["100 labels, seed 0"]["queries.total_labels"] == 100
+  assert stored["true reward, seed 0"]["reward.source"] == "true"
+
+  # A changed preference key: the 100-label row is refused, by name and key.
+  with pytest.raises(ValueError, match=r"100 labels, seed 0: reward.learning_rate=") as error:
+    module.main(args + ["--set", "reward.learning_rate=0.5", "--seeds=0,1"])
+  assert "true reward" not in str(error.value)  # --set leaves the true-reward config alone
+  assert len(calls) == 2  # nothing ran
+
+  # A key the stored config lacks or only it has (added or removed since), a checkpoint
+  # setting, or a row from before configs.json: resumed as before.
+  del stored["100 labels, seed 0"]["reward.learning_rate"]
+  stored["true reward, seed 0"]["a.removed_key"] = 1
+  stored["true reward, seed 0"]["checkpoint.keep"] = 99
+  with open(path, "w") as f:
+    json.dump(stored, f)
+  module.main(args + ["--set", "reward.learning_rate=0.5", "--seeds=0,1"])
+  assert calls[2:] == [("true reward", 1), ("100 labels", 1)]
+  os.remove(path)
+  module.main(args + ["--seeds=0,1,2"])
+  assert calls[4:] == [("true reward", 2), ("100 labels", 2)]
+
+
 def test_paper_table_has_a_row_and_a_panel_per_env_and_the_noisy_teachers(tmp_path, monkeypatch):
   module = experiment("label_efficiency")
   out = str(tmp_path / "out")
