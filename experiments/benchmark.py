@@ -26,7 +26,8 @@ steps measured instead (MinAtar's 5,500 labels over 20M env steps: about 90 in 4
 trainer's fastest run: on a shared machine other work only ever slows a run down, so the
 fastest is the closest to what the code costs, and interleaving exposes the three to the
 same spells of load. The JSON keeps every run's rate (`steps_per_second_runs`).
-`--sweep` repeats the three at other num_envs (batch_size scaled along) and shows how
+`--sweep` repeats the three at other num_envs (batch_size scaled along, and the
+iterations per chunk inversely, so that a chunk keeps about its env steps) and shows how
 throughput grows; `--update_every_env_steps N` gives (c) one reward-model update per N env
 steps at every num_envs, the amortized schedule (0: its config's). `--json` prints one
 JSON object instead of the tables.
@@ -74,7 +75,11 @@ def configs(
   full_run_env_steps = pref.total_env_steps
   for config in (base, pref):
     if num_envs:  # the batch scales along: the same number of unrolls per iteration
-      config.ppo.batch_size = max(1, config.ppo.batch_size * num_envs // config.ppo.num_envs)
+      # and a chunk keeps about the config's env steps (4,096 envs would otherwise make
+      # chunks of 64x the steps of 64 envs).
+      scale = num_envs / config.ppo.num_envs
+      config.ppo.batch_size = max(1, round(config.ppo.batch_size * scale))
+      config.iterations_per_chunk = max(1, round(config.iterations_per_chunk / scale))
       config.ppo.num_envs = num_envs
     config.total_env_steps = chunks * config_lib.env_steps_per_chunk(config)
     config.checkpoint.every_chunks = chunks + 1  # only the final save

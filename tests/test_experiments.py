@@ -338,6 +338,12 @@ def test_benchmark_sweep_scales_the_batch_and_sets_the_update_interval():
   assert base.ppo.num_envs == pref.ppo.num_envs == 32
   # The same unrolls per iteration: batch_size scales with num_envs.
   assert base.ppo.batch_size == hopper.ppo.batch_size * 32 // hopper.ppo.num_envs
+  # ... and a chunk the same env steps: hopper's 20 iterations of 64 envs x 4 unrolls of 64
+  # steps (327,680) are 40 iterations of 32 envs x 4 x 64, or 1 iteration of 1,280 envs.
+  assert base.iterations_per_chunk == pref.iterations_per_chunk == 40
+  assert config_lib.env_steps_per_chunk(base) == 20 * 64 * 4 * 64
+  wide, _ = module.configs("hopper", 3, 1280)
+  assert wide.iterations_per_chunk == 1 and wide.ppo.batch_size == 1280
   assert pref.reward.update_every_env_steps == 40_960
   assert base.reward.source == "true" and pref.reward.source == "learned"
   assert module.configs("hopper", 3, 32)[1].reward.update_every_env_steps == 0  # hopper_pref's
