@@ -165,6 +165,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.segments.length = 0  # steps; 0 means about SEGMENT_SECONDS of simulated time
   config.segments.per_iteration = 256  # new segments kept per iteration (at most)
   config.segments.buffer_size = 2048  # the most recent segments, to draw queries from
+  # Keep every segment that ends an episode (a fall) before the others: where falling ends
+  # episodes, only labels on such segments teach the learned reward's offset, and few of
+  # a running policy's segments contain one.
+  config.segments.prefer_episode_ends = False
 
   config.queries = ml_collections.ConfigDict()
   config.queries.method = "disagreement"  # or "uniform", "entropy"

@@ -265,13 +265,15 @@ class Preferences:
 
   def store_segments(self, state: PreferenceState, key, stream: Transition) -> PreferenceState:
     """Cuts the segments that end in `stream` and keeps `segments.per_iteration` of them
-    (at most one per step: an iteration of SAC is one step of each env)."""
+    (at most one per step: an iteration of SAC is one step of each env), those that end an
+    episode first with `segments.prefer_episode_ends`."""
     cutter, new, valid = segments.cut(
       state.cutter,
       segments.steps_of(stream),
       1.0 - stream.discount,
       key,
       min(self.config.segments.per_iteration, stream.discount.size),
+      self.config.segments.prefer_episode_ends,
     )
     return state.replace(cutter=cutter, segments=segments.add(state.segments, new, valid))
 

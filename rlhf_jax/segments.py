@@ -53,9 +53,16 @@ def init_cutter(example_step: Segment, segment_length: int) -> CutterState:
 
 
 def cut(
-  state: CutterState, stream: Segment, done: jax.Array, key, num_segments: int
+  state: CutterState,
+  stream: Segment,
+  done: jax.Array,
+  key,
+  num_segments: int,
+  prefer_episode_ends: bool = False,
 ) -> tuple[CutterState, Segment, jax.Array]:
-  """Cuts the segments that end within `stream` and picks `num_segments` of them.
+  """Cuts the segments that end within `stream` and picks `num_segments` of them: a
+  uniform random choice, or with `prefer_episode_ends` every segment that ends an episode
+  first (random among them too), then the others at random.
 
   Args:
     state: the carry from the previous call.
@@ -78,8 +85,10 @@ def cut(
   steps_in_episode, position = jax.lax.scan(count, state.steps_in_episode, done)
   ends = (position == segment_length - 1) | done  # [L, N]
 
-  # Keep a uniform random choice among the segments that ended.
-  score = jnp.where(ends, jax.random.uniform(key, ends.shape), -1.0).reshape(-1)
+  # Keep a uniform random choice among the segments that ended (scores in [0, 1); those
+  # that end an episode in [1, 2) when they go first).
+  score = jax.random.uniform(key, ends.shape) + (done if prefer_episode_ends else 0.0)
+  score = jnp.where(ends, score, -1.0).reshape(-1)
   score, flat_index = jax.lax.top_k(score, num_segments)
   valid = score >= 0
   num_envs = done.shape[1]

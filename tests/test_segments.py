@@ -67,6 +67,28 @@ def test_cut_keeps_a_random_subset_when_more_segments_end():
   assert len(set(starts.tolist())) == 6 and all(s // 2 % 2 == 0 for s in starts)
 
 
+def test_cut_can_keep_every_segment_that_ends_an_episode_first():
+  length, num_envs, steps, keep = 4, 8, 30, 12
+  rng = np.random.default_rng(1)
+  ids = np.arange(steps * num_envs).reshape(steps, num_envs)
+  done = rng.uniform(size=ids.shape) < 0.03
+  # By the Python reference: the segments that end at an episode's end, and the others.
+  ending = {s for s in reference_cut(ids, done, length) if done.flat[s[-1]]}  # ids: 0, 1, ...
+  assert 0 < len(ending) < keep  # fewer than are kept: all of them must be
+  example = jax.tree.map(lambda x: x[0], stream_of(ids[:1]))
+  found = {}
+  for prefer in (False, True):
+    state = segments.init_cutter(example, length)
+    _, cut, valid = segments.cut(
+      state, stream_of(ids), jnp.asarray(done, jnp.float32), jax.random.PRNGKey(3), keep, prefer
+    )
+    assert bool(valid.all())
+    obs, mask = np.asarray(cut.obs[..., 0]), np.asarray(cut.mask)
+    found[prefer] = {tuple(int(i) for i in o[m > 0]) for o, m in zip(obs, mask, strict=True)}
+  assert ending <= found[True] and len(found[True]) == keep
+  assert not ending <= found[False]  # a uniform choice of 12 of ~64 misses some of them
+
+
 def test_buffer_overwrites_the_oldest_and_pairs_are_distinct():
   empty = Segment(*(jnp.zeros((2,)) for _ in range(6)))
   buffer = segments.init_buffer(empty, capacity=4)
