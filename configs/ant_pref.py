@@ -8,8 +8,9 @@ offset the labels teach (not centered), and its scale follows a slow running std
 (normalizer_decay 0.999, as in configs/hopper_pref.py). Segments are 1.5 s (30 steps).
 Measured: 700 labels, seed 0, 1,541 against the true reward's 4,416 (0.37): its true return
 stays below zero for the first 3M env steps. 60-step segments with half the labels up
-front, fixed-length episodes, 16 or 64 reward-model steps an iteration, or normalized
-reward-model inputs did not change that (README, the paper's table).
+front, fixed-length episodes, 16 or 64 reward-model steps an iteration, normalized
+reward-model inputs, or keeping every segment that ends an episode
+(segments.prefer_episode_ends) did not change that (README, the paper's table).
 """
 
 import os
