@@ -38,7 +38,8 @@ stopped, and a run cut off midway continues from its last checkpoint in --workdi
 per chunk) goes to `<workdirs>/<task>/<condition>_seed<seed>/train.log`. `--set
 KEY=VALUE` (repeatable) changes the preference configs, not the true-reward one, for a
 variant in its own --out, e.g. PEBBLE without pre-training: `--learner=sac --set
-sac.unsupervised_env_steps=0`.
+sac.unsupervised_env_steps=0`; `--set_all KEY=VALUE` changes every config (e.g. the
+number of envs: `--set_all ppo.num_envs=32 --set_all ppo.batch_size=32`).
 """
 
 import argparse
@@ -203,6 +204,9 @@ def make_conditions(task: str, args) -> list[tuple[str, object]]:
   if args.total_env_steps:
     base.total_env_steps = preference.total_env_steps = args.total_env_steps
 
+  for item in args.set_all or ():
+    override(base, item)
+    override(preference, item)
   for item in args.set or ():
     override(preference, item)
 
@@ -367,6 +371,12 @@ def main(argv=None):
     action="append",
     metavar="KEY=VALUE",
     help="change a key of the preference configs (not the true-reward one); repeatable",
+  )
+  parser.add_argument(
+    "--set_all",
+    action="append",
+    metavar="KEY=VALUE",
+    help="change a key of every config, the true-reward one too (before --set); repeatable",
   )
   parser.add_argument("--out", default="runs/label_efficiency")
   parser.add_argument(

@@ -326,6 +326,10 @@ def test_label_efficiency_set_changes_only_the_preference_configs(tmp_path, monk
   # configs/hopper_sac_pref.py pre-trains for 50,000 steps and keeps the reward's mean
   # (normalize_mean False); configs/hopper_sac.py does not pre-train.
   assert seen == {"true reward": (0, True), "700 labels": (1000, True)}
+  # --set_all reaches the true-reward config too; --set, after it, wins for the preference.
+  sets = ["--set_all=sac.unsupervised_env_steps=7", "--set=sac.unsupervised_env_steps=9"]
+  module.main(common + sets + [f"--workdirs={tmp_path / 'work2'}", f"--out={tmp_path / 'b'}"])
+  assert seen == {"true reward": (7, True), "700 labels": (9, False)}
   for bad in ("sac.no_such_key=1", "sac.unsupervised_env_steps", "nothing.here=1"):
     with pytest.raises(ValueError, match="KEY=VALUE"):
       module.main(common + [f"--set={bad}", f"--workdirs={tmp_path / 'work'}"])
