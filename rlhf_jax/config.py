@@ -43,9 +43,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.env.backend = "spring"
   config.env.episode_length = 1000
   config.env.action_repeat = 1
-  # False: episodes do not end when the body falls (hopper, walker2d, ant, humanoid; the
-  # pole of inverted_pendulum); it loses the healthy reward (the pendulum its reward of 1
-  # a step while upright) instead, so every episode runs to episode_length. Christiano
+  # False: episodes do not end when the body falls (hopper, walker2d, ant, humanoid); it
+  # loses the healthy reward instead, so every episode runs to episode_length. Christiano
   # et al. 2017 made this change for learning from preferences (a termination teaches the
   # task through the episode length, and makes the learned reward's arbitrary offset a
   # bonus or a penalty for living); `seals` does the same for `imitation`. Evaluation

@@ -85,33 +85,18 @@ def check_name_and_backend(name: str, backend: str) -> None:
     raise ValueError(f"Unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}.")
 
 
-# Brax envs whose episodes end when the body falls: those with a `terminate_when_unhealthy`
-# of their own, and inverted_pendulum (UprightReward below).
-FALLING_ENVS = ("inverted_pendulum", "hopper", "walker2d", "ant", "humanoid")
-
-
-class UprightReward(brax_envs.Wrapper):
-  """inverted_pendulum whose fall does not end the episode: its reward, 1 each step, is
-  paid only while the pole is within Brax's 0.2 rad of upright (where Brax would have
-  ended the episode), so a fall costs the rest of the episode's reward, as a fallen
-  hopper loses its healthy reward when `terminate_when_unhealthy=False`."""
-
-  def step(self, state, action):
-    state = self.env.step(state, action)
-    return state.replace(reward=state.reward * (1.0 - state.done), done=state.done * 0.0)
+# Brax envs whose episodes end when the body falls (their `terminate_when_unhealthy`).
+FALLING_ENVS = ("hopper", "walker2d", "ant", "humanoid")
 
 
 def make_training_env(config) -> brax_envs.Env:
   """The env of `config.env` that a learner trains in (`make_env` of its keys)."""
-  name, kwargs = config.env.name, {}
-  if not config.env.terminate_when_unhealthy and name != "inverted_pendulum":
-    kwargs = {"terminate_when_unhealthy": False}
+  kwargs = {} if config.env.terminate_when_unhealthy else {"terminate_when_unhealthy": False}
   return make_env(
-    name,
+    config.env.name,
     config.env.backend,
     episode_length=config.env.episode_length,
     action_repeat=config.env.action_repeat,
-    upright_reward=name == "inverted_pendulum" and not config.env.terminate_when_unhealthy,
     **kwargs,
   )
 
@@ -121,11 +106,10 @@ def make_env(
   backend: str = "spring",
   episode_length: int = 1000,
   action_repeat: int = 1,
-  upright_reward: bool = False,
   **env_kwargs,
 ) -> brax_envs.Env:
   """A vectorized, auto-resetting Brax env (or MinAtar game) with episode cut-off and
-  action repeat; `upright_reward`: inverted_pendulum in `UprightReward`."""
+  action repeat."""
   check_name_and_backend(name, backend)
   if episode_length <= 0 or action_repeat <= 0:
     raise ValueError(
@@ -135,8 +119,6 @@ def make_env(
   if is_minatar(name):
     return minatar.make_env(name, episode_length, action_repeat, **env_kwargs)
   env = brax_envs.get_environment(name, backend=backend, **env_kwargs)
-  if upright_reward:
-    env = UprightReward(env)
   return brax_envs.training.wrap(env, episode_length=episode_length, action_repeat=action_repeat)
 
 

@@ -67,9 +67,9 @@ def _config(**overrides):
     ),
     ({"learner": "sac", "sac__num_envs": 0}, r"config.sac.num_envs must be a positive"),
     (
-      {"env__terminate_when_unhealthy": False, "env__name": "reacher"},
+      {"env__terminate_when_unhealthy": False},
       r"terminate_when_unhealthy=False is for envs whose episodes end when the body falls "
-      r"\(inverted_pendulum, hopper, walker2d, ant, humanoid\); 'reacher' has no such ending",
+      r"\(hopper, walker2d, ant, humanoid\); 'inverted_pendulum' has no such ending",
     ),
   ],
 )

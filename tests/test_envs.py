@@ -91,36 +91,6 @@ def test_fixed_length_episodes_run_on_after_a_fall():
   assert [float(healthy[fall - 2]), float(healthy[fall - 1])] == [1.0, 0.0]
 
 
-def test_inverted_pendulum_in_fixed_length_episodes_pays_only_while_upright():
-  """terminate_when_unhealthy=False: the pendulum's fall no longer ends the episode, and
-  its reward is 1 exactly on the steps whose pole angle (obs[1]) is within 0.2 rad."""
-  config = config_lib.load(os.path.join(REPO, "configs", "inverted_pendulum.py"))
-  config.env.episode_length = 100
-  standard = envs.make_training_env(config)
-  config.env.terminate_when_unhealthy = False
-  config_lib.validate(config)
-  fixed = envs.make_training_env(config)
-  action = jnp.ones((1, 1))  # the cart pushed one way: the pole falls the other
-
-  def episode(env):  # (done, reward, pole angle) of 100 steps
-    def step(state, _):
-      state = env.step(state, action)
-      return state, (state.done[0], state.reward[0], state.obs[0, 1])
-
-    state = env.reset(jax.random.split(jax.random.PRNGKey(0), 1))
-    return jax.jit(lambda s: jax.lax.scan(step, s, length=100)[1])(state)
-
-  done, _, _ = episode(standard)
-  fall = int(jnp.argmax(done)) + 1
-  assert 0 < fall < 100 and float(done.sum()) >= 1  # the fall ended the standard episode
-  done, reward, angle = episode(fixed)
-  assert [int(jnp.argmax(done)) + 1, float(done.sum())] == [100, 1.0]  # only the cut-off
-  # (the last step's obs is the next episode's first: the auto-reset replaced it)
-  upright = [1.0 if abs(a) <= 0.2 else 0.0 for a in angle.tolist()[:-1]]
-  assert reward.tolist()[:-1] == upright and upright[: fall - 1] == [1.0] * (fall - 1)
-  assert upright[fall - 1] == 0.0 and sum(upright) < 100
-
-
 def test_swimmer_steps_through_brax_fluid_drag():
   """swimmer's viscous drag (brax.fluid) called jnp.clip(a_min=...), which jax 0.10 removed;
   its forces should still slow a swimmer: with no action, the speed of a pushed one decays."""
