@@ -1,5 +1,6 @@
 """teacher=human: a script plays the person through the app's HTTP API while a run trains."""
 
+import io
 import os
 import signal
 import threading
@@ -133,9 +134,15 @@ def test_asynchronous_labels_flow_in_while_training_goes_on(tmp_path):
     return labelled
 
   person.person.label_one = slowly
+
+  class Unhurried(io.StringIO):  # the run's log: each line (one a chunk) takes 0.3 s, so
+    def write(self, text):  # that labels arrive between chunks however fast they train
+      time.sleep(0.3 if text.strip() else 0.0)
+      return super().write(text)
+
   person.start()
   try:
-    result = train.train(config, workdir)
+    result = train.train(config, workdir, stream=Unhurried())
   finally:
     person.stop.set()
     person.join(timeout=60)
