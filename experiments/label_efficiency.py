@@ -33,7 +33,8 @@ first iteration only collects the initial labels: they take one iteration more o
 steps than the true-reward run. CSVs are rewritten as each run ends; `--resume` reruns
 only the (condition, seed) pairs they lack (and stops, naming the keys, where a kept row
 ran with another config than its condition has now), so an interrupted table picks up where it
-stopped, and a run cut off midway continues from its last checkpoint in --workdirs;
+stopped, and a run cut off midway continues from its last checkpoint in --workdirs (one cut off
+before its first checkpoint starts over, its files moved to `<workdir>.interrupted<n>`);
 `--summarize` only re-reads the CSVs. While a run trains, its progress (train.py's line
 per chunk) goes to `<workdirs>/<task>/<condition>_seed<seed>/train.log`. `--set
 KEY=VALUE` (repeatable) changes the preference configs, not the true-reward one, for a
@@ -56,8 +57,8 @@ import sys
 import jax
 import ml_collections
 
+from rlhf_jax import checkpoint, evaluation, metrics, train
 from rlhf_jax import config as config_lib
-from rlhf_jax import evaluation, metrics, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Christiano et al. 2017's MuJoCo tasks, in their Figure 1's order; Brax has each one.
@@ -73,11 +74,30 @@ PAPER_TASKS = (
 )
 
 
+def set_aside_if_unresumable(workdir: str, log) -> None:
+  """An attempt cut off before its first checkpoint leaves metrics and nothing to continue
+  from, and train.py refuses such a workdir; its files move to `<workdir>.interrupted<n>/`
+  (kept, not deleted) so that the run starts over in a clean workdir."""
+  if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+    return
+  checkpoints = checkpoint.Checkpointer(workdir, keep=1)
+  has_checkpoint = bool(checkpoints.steps())
+  checkpoints.close()
+  if has_checkpoint:
+    return
+  n = 0
+  while os.path.exists(f"{workdir}.interrupted{n}"):
+    n += 1
+  shutil.move(workdir, f"{workdir}.interrupted{n}")
+  log(f"  {workdir} was cut off before its first checkpoint: moved to .interrupted{n}")
+
+
 def run(config, seed: int, condition: str, log, workdir: str):
   """Trains one run in `workdir` (continuing from its checkpoints, if an earlier attempt
   was interrupted); returns (its curve rows, its final row)."""
   config = config.copy_and_resolve_references()
   config.seed = seed
+  set_aside_if_unresumable(workdir, log)
   os.makedirs(workdir, exist_ok=True)
   progress = os.path.join(workdir, "train.log")
   log(f"  its progress, a line per chunk: {progress}")

@@ -10,6 +10,7 @@ import types
 import numpy as np
 import pytest
 
+from rlhf_jax import checkpoint
 from rlhf_jax import config as config_lib
 from tests.test_loop import REPO
 
@@ -631,3 +632,26 @@ def test_compare_brax_progress_keeps_rates_and_logs_a_line_per_epoch():
   module.brax_progress(sps, 2_000_000, lines.append, 409_600, {"training/sps": 12_345.6})
   assert sps == [12_345.6]
   assert lines == ["  brax:      409,600 of 2,000,000 env steps |    12,346 steps/s"]
+
+
+def test_label_efficiency_sets_aside_a_run_cut_off_before_its_first_checkpoint(tmp_path):
+  module = experiment("label_efficiency")
+  cut_off, resumable, fresh = (str(tmp_path / name) for name in ("a", "b", "c"))
+  for workdir in (cut_off, resumable):
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+      f.write('{"env_steps": 8}\n')
+  saver = checkpoint.Checkpointer(resumable, keep=1)
+  saver.save(0, {"x": np.zeros(3, np.float32)}, {"config": {}})
+  saver.wait()
+  saver.close()
+  os.makedirs(f"{cut_off}.interrupted0")  # an earlier one: the next number is taken
+  lines = []
+  for workdir in (cut_off, resumable, fresh):
+    module.set_aside_if_unresumable(workdir, lines.append)
+  assert not os.path.exists(cut_off)
+  with open(os.path.join(f"{cut_off}.interrupted1", "metrics.jsonl")) as f:
+    assert f.read() == '{"env_steps": 8}\n'
+  assert os.path.exists(os.path.join(resumable, "metrics.jsonl"))  # it can continue
+  assert not os.path.exists(fresh)
+  assert len(lines) == 1 and ".interrupted1" in lines[0]
