@@ -21,7 +21,7 @@ against pgx's ~50; the training episodes' return is 3.7 at 3.7M env steps, 13.6 
 28.1 at 18.4M, still rising steeply, as pgx's curves do. The earlier settings (64 envs x
 128 steps, 8 minibatches of whole 128-step sequences, 4 epochs, Adam 5e-4, MinAtar's conv
 16 3x3 + dense 128) scored 37.5 (0.75x) with a faster start (20 at 5M env steps) and 5.8k
-env steps/s (docs/minatar/, README).
+env steps/s (docs/minatar/earlier_settings/, README).
 """
 
 from rlhf_jax.config import default_config
