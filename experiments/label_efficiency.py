@@ -32,10 +32,13 @@ over the untrained policy (meaningful for negative returns too). The preference 
 first iteration only collects the initial labels: they take one iteration more of env
 steps than the true-reward run. CSVs are rewritten as each run ends; `--resume` reruns
 only the (condition, seed) pairs they lack (and stops, naming the keys, where a kept row
-ran with another config than its condition has now), so an interrupted table picks up where it
-stopped, and a run cut off midway continues from its last checkpoint in --workdirs (one cut off
-before its first checkpoint starts over, its files moved to `<workdir>.interrupted<n>`);
-`--summarize` only re-reads the CSVs. While a run trains, its progress (train.py's line
+ran with another config than its condition has now), so an interrupted table picks up
+where it stopped, and a run cut off midway continues from its last checkpoint in
+--workdirs (one cut off before its first checkpoint starts over, its files moved to
+`<workdir>.interrupted<n>`). Several processes can fill one task's table (a core each):
+with --resume they re-read the files before each write and keep each other's runs, and
+`--no-true_reward` leaves the true-reward condition to another of them. `--summarize`
+only re-reads the CSVs. While a run trains, its progress (train.py's line
 per chunk) goes to `<workdirs>/<task>/<condition>_seed<seed>/train.log`. `--set
 KEY=VALUE` (repeatable) changes the preference configs, not the true-reward one, for a
 variant in its own --out, e.g. PEBBLE without pre-training: `--learner=sac --set
@@ -191,10 +194,26 @@ def plot(curves: list[dict], path: str, title: str) -> None:
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
-  with open(path, "w", newline="", encoding="utf-8") as f:
+  """Writes a temporary file and renames it: a reader never sees half a table."""
+  with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
+  os.replace(path + ".tmp", path)
+
+
+def with_runs_on_disk(out: str, curves: list, rows: list, runs_configs: dict) -> tuple:
+  """This process's runs plus those another process wrote into `out` since (other
+  conditions or seeds of the same task, run with --resume into the same --out)."""
+  if not os.path.exists(os.path.join(out, "final.csv")):
+    return curves, rows, runs_configs
+  ours = {(row["condition"], row["seed"]) for row in rows}
+  theirs = [r for r in read_csv(out, "final.csv") if (r["condition"], r["seed"]) not in ours]
+  done = {(row["condition"], row["seed"]) for row in theirs}
+  on_disk = read_csv(out, "curves.csv")
+  curves = curves + [c for c in on_disk if (c["condition"], c["seed"]) in done]
+  others = {k: v for k, v in read_configs(out).items() if k not in runs_configs}
+  return curves, rows + theirs, {**runs_configs, **others}
 
 
 def task_name(env: str, learner: str) -> str:
@@ -283,7 +302,7 @@ def run_env(env: str, args, log) -> tuple[list[dict], list[dict]]:
   curves = [c for c in curves if (c["condition"], c["seed"]) in done]
   for seed in parse_ints(args.seeds):
     for condition, config in conditions:
-      if (condition, seed) in done:
+      if (condition, seed) in done or (condition == "true reward" and not args.true_reward):
         continue
       log(f"{env}: {condition}, seed {seed}")
       slug = condition.replace(" ", "_").replace(",", "")
@@ -291,12 +310,17 @@ def run_env(env: str, args, log) -> tuple[list[dict], list[dict]]:
       curve, row = run(config, seed, condition, log, workdir)
       curves += curve
       rows.append(row)
+      runs_configs[run_key(condition, seed)] = flat_config(config)
+      if args.resume:  # another process may have added other runs since we read them
+        curves, rows, runs_configs = with_runs_on_disk(out, curves, rows, runs_configs)
       write_csv(os.path.join(out, "curves.csv"), curves)  # kept current as runs end
       write_csv(os.path.join(out, "final.csv"), rows)
-      runs_configs[run_key(condition, seed)] = flat_config(config)
-      with open(os.path.join(out, CONFIGS), "w", encoding="utf-8") as f:
+      with open(os.path.join(out, CONFIGS) + ".tmp", "w", encoding="utf-8") as f:
         json.dump(runs_configs, f, indent=1, sort_keys=True)
+      os.replace(os.path.join(out, CONFIGS) + ".tmp", os.path.join(out, CONFIGS))
       shutil.rmtree(workdir, ignore_errors=True)  # its row is saved
+  if args.resume:
+    curves, rows, _ = with_runs_on_disk(out, curves, rows, runs_configs)
   return curves, rows
 
 
@@ -385,6 +409,13 @@ def main(argv=None):
     "--teachers", default="", help="noisy B-Pref teachers, e.g. stochastic,mistake,myopic"
   )
   parser.add_argument("--teacher_labels", type=int, default=700, help="their label budget")
+  parser.add_argument(
+    "--true_reward",
+    action=argparse.BooleanOptionalAction,
+    default=True,
+    help="run the true-reward condition (--no-true_reward: only the label budgets, e.g. "
+    "while another process runs it with --resume into the same --out)",
+  )
   parser.add_argument("--total_env_steps", type=int, default=None, help="override the budget")
   parser.add_argument(
     "--set",

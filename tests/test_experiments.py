@@ -655,3 +655,33 @@ def test_label_efficiency_sets_aside_a_run_cut_off_before_its_first_checkpoint(t
   assert os.path.exists(os.path.join(resumable, "metrics.jsonl"))  # it can continue
   assert not os.path.exists(fresh)
   assert len(lines) == 1 and ".interrupted1" in lines[0]
+
+
+def test_two_processes_fill_one_task_without_losing_each_others_runs(tmp_path, monkeypatch):
+  module = experiment("label_efficiency")
+  out, calls = str(tmp_path / "out"), []
+  inner = fake_run(calls)
+  common = ["--envs=inverted_pendulum", "--seeds=0", f"--out={out}", "--resume"]
+  common.append(f"--workdirs={tmp_path / 'work'}")
+
+  def with_the_other_process(config, seed, condition, log, workdir):
+    # While this process trains its 700-label run, the other one (true reward only)
+    # finishes and writes its row into the same --out.
+    if condition == "700 labels":
+      module.main(common + ["--labels="])
+    return inner(config, seed, condition, log, workdir)
+
+  monkeypatch.setattr(module, "run", with_the_other_process)
+  module.main(common + ["--labels=700", "--no-true_reward"])
+  assert calls == [("true reward", 0), ("700 labels", 0)]  # each ran once, where meant
+  env_out = os.path.join(out, "inverted_pendulum")
+  rows = module.read_csv(env_out, "final.csv")
+  assert sorted(r["condition"] for r in rows) == ["700 labels", "true reward"]
+  curves = module.read_csv(env_out, "curves.csv")
+  assert sorted(c["condition"] for c in curves) == ["700 labels", "true reward"]
+  with open(os.path.join(env_out, "configs.json")) as f:
+    assert sorted(json.load(f)) == ["700 labels, seed 0", "true reward, seed 0"]
+  assert not [name for name in os.listdir(env_out) if name.endswith(".tmp")]
+  # The last to finish reports the whole task: 700 labels gain 700 of true reward's 1000.
+  table = module.read_csv(out, "paper_table.csv")
+  assert table[0]["ratio_700"] == pytest.approx(0.7)
