@@ -160,6 +160,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.reward.normalize_mean = True
   # Standardize the network's inputs by running statistics of the rollouts' features.
   config.reward.normalize_inputs = False
+  # The learner's reward is the members' mean less this many times their spread (both in
+  # standard units): a pessimistic reward, so that a policy is not paid for states where
+  # the members disagree, which the labels did not pin down. 0: the mean alone.
+  config.reward.disagreement_penalty = 0.0
 
   config.segments = ml_collections.ConfigDict()
   config.segments.length = 0  # steps; 0 means about SEGMENT_SECONDS of simulated time
@@ -506,6 +510,7 @@ def _validate_preferences(config) -> None:
     ("reward.learning_rate", 0.0, float("inf")),
     ("reward.label_noise", 0.0, 1.0),
     ("reward.normalizer_decay", 0.0, 1.0),
+    ("reward.disagreement_penalty", 0.0, float("inf")),
   ):
     value = _get(config, key)
     if not (low <= value < high) or (key == "reward.learning_rate" and value == 0):

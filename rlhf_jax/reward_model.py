@@ -393,11 +393,16 @@ def make_reward_model(
     return member_losses, accuracy, jnp.sum(weight, axis=1) > 0
 
   def normalize(state: RewardModelState, raw):
-    """Ensemble mean of each member's raw rewards ([M, ...]) in standard units."""
+    """Ensemble mean of each member's raw rewards ([M, ...]) in standard units, less
+    `disagreement_penalty` times the members' spread there (in the same units)."""
     shape = (-1,) + (1,) * (raw.ndim - 1)
     mean, var = state.reward_mean.reshape(shape), state.reward_var.reshape(shape)
     centered = raw - mean if reward_config.normalize_mean else raw
-    return jnp.mean(centered / jnp.sqrt(var + 1e-8), axis=0)
+    scaled = centered / jnp.sqrt(var + 1e-8)
+    reward = jnp.mean(scaled, axis=0)
+    if reward_config.disagreement_penalty:
+      reward = reward - reward_config.disagreement_penalty * jnp.std(scaled, axis=0)
+    return reward
 
   def normalized_reward(state: RewardModelState, obs, action, next_obs):
     """Updates the normalizer with these steps' rewards, then normalizes them."""

@@ -106,6 +106,28 @@ def test_normalized_reward_has_zero_mean_and_unit_std_per_member():
   np.testing.assert_allclose(reward, per_member.mean(0), atol=1e-4)
 
 
+def test_disagreement_penalty_subtracts_the_members_spread_by_hand():
+  config = config_lib.default_config()
+  config.reward.disagreement_penalty = 2.0
+  config.reward.normalize_mean = False
+  model = reward_model.make_reward_model(config, 4, 2)
+  state = model.init(jax.random.PRNGKey(0))
+  # Three members' raw rewards of two steps, each member's running scale given.
+  raw = jnp.array([[1.0, 4.0], [3.0, 4.0], [5.0, 4.0]])
+  state = state.replace(reward_var=jnp.array([1.0, 1.0, 4.0]))
+  # Scaled: step 0 -> 1, 3, 2.5 (mean 2.1667; spread: population std 0.8498);
+  # step 1 -> 4, 4, 2 (mean 3.3333, spread 0.9428).
+  expected = [
+    (1 + 3 + 2.5) / 3 - 2 * np.std([1, 3, 2.5]),
+    (4 + 4 + 2) / 3 - 2 * np.std([4, 4, 2]),
+  ]
+  np.testing.assert_allclose(model.normalize(state, raw), expected, rtol=1e-5)
+  config.reward.source = "learned"
+  config.reward.disagreement_penalty = -1.0
+  with pytest.raises(ValueError, match="disagreement_penalty"):
+    config_lib.validate(config)
+
+
 def test_validation_loss_and_out_of_bag_accuracy_match_numpy():
   """Each member is validated on the pairs its bootstrap left out; a pair's out-of-bag
   prediction averages only the members that never trained on it."""
