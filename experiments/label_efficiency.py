@@ -484,15 +484,19 @@ def report(results: dict, out: str, suffix: str = "", others: dict | None = None
   (tasks with earlier runs in `out`, in task order), prints the paper table and writes
   paper_table<suffix>.csv and paper_figure<suffix>.png, over every run in the CSVs
   (whatever --labels and --teachers this call had). Returns {task: summaries}."""
+  has_true = lambda rows: any(r["condition"] == "true reward" for r in rows)  # noqa: E731
   summaries = {}
   for env, (curves, rows) in results.items():
     plot(curves, os.path.join(out, env, "label_efficiency.png"), env)
+    if not has_true(rows):  # another process runs it
+      print(f"{env}: no true-reward run yet, so no ratios; its table waits for one\n")
+      continue
     summaries[env] = summarize(rows)
     initial = statistics.fmean(r["initial_return"] for r in rows if r["condition"] == "true reward")
     print(format_table(env, summaries[env], initial) + "\n", flush=True)
-  if results:
-    every = {**results, **(others or {})}
-    every = {t: every[t] for t in sorted(every, key=task_order)}
+  every = {**results, **(others or {})}
+  every = {t: every[t] for t in sorted(every, key=task_order) if has_true(every[t][1])}
+  if results and every:
     table_summaries = {t: summaries.get(t) or summarize(rows) for t, (_, rows) in every.items()}
     conditions = {r["condition"] for _, rows in every.values() for r in rows}
     budgets = sorted(int(c.split()[0]) for c in conditions if re.fullmatch(r"\d+ labels", c))

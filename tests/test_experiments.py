@@ -671,6 +671,15 @@ def test_two_processes_fill_one_task_without_losing_each_others_runs(tmp_path, m
       module.main(common + ["--labels="])
     return inner(config, seed, condition, log, workdir)
 
+  # Alone, a --no-true_reward process keeps its row and writes no ratios (none to take).
+  monkeypatch.setattr(module, "run", inner)
+  alone = [f"--out={tmp_path / 'alone'}"] + [a for a in common if not a.startswith("--out")]
+  assert module.main(alone + ["--labels=350", "--no-true_reward"]) == {}
+  kept = module.read_csv(str(tmp_path / "alone" / "inverted_pendulum"), "final.csv")
+  assert [r["condition"] for r in kept] == ["350 labels"]
+  assert not os.path.exists(tmp_path / "alone" / "paper_table.csv")
+  calls.clear()
+
   monkeypatch.setattr(module, "run", with_the_other_process)
   module.main(common + ["--labels=700", "--no-true_reward"])
   assert calls == [("true reward", 0), ("700 labels", 0)]  # each ran once, where meant
