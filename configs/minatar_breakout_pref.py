@@ -12,7 +12,12 @@ earlier settings (64 envs x 128 steps an iteration) ran with, where on the 2-cor
 of 8,192 env steps. The other games' `_pref` configs take this one's `reward` and `queries`.
 experiments/label_efficiency.py runs it at other budgets (--labels=1400,5500).
 
-Expected: not yet measured.
+Measured (seed 0, 2026-12-07, one core of the 2-core CPU, 52 min, 6.9k env steps/s;
+`python experiments/label_efficiency.py --envs=minatar_breakout --labels=5500 --seeds=0
+--resume --out=docs/minatar`): the final policy scores 7.0 on 128 episodes against 51.1
+with the true reward (0.13); the learned reward's correlation with the true one on the
+stored 25-step clips falls from 0.95 to about 0 by 6M env steps, most labelled pairs
+being ties (README, MinAtar).
 """
 
 import os
