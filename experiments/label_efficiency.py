@@ -84,9 +84,9 @@ def set_aside_if_unresumable(workdir: str, log) -> None:
   if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
     return
   checkpoints = checkpoint.Checkpointer(workdir, keep=1)
-  has_checkpoint = bool(checkpoints.steps())
+  resumable = checkpoints.saved_config() is not None  # what train.py resumes from
   checkpoints.close()
-  if has_checkpoint:
+  if resumable:
     return
   n = 0
   while os.path.exists(f"{workdir}.interrupted{n}"):
@@ -193,13 +193,21 @@ def plot(curves: list[dict], path: str, title: str) -> None:
   metrics.plot_lines(lines, path, title, "true return (mean over seeds)")
 
 
-def write_csv(path: str, rows: list[dict]) -> None:
-  """Writes a temporary file and renames it: a reader never sees half a table."""
+def write_atomically(path: str, write) -> None:
+  """`write(file)` into a temporary file, then renamed to `path`: a reader (another
+  process filling the same --out) never sees half a file."""
   with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
+    write(f)
+  os.replace(path + ".tmp", path)
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
+  def write(f):
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  os.replace(path + ".tmp", path)
+
+  write_atomically(path, write)
 
 
 def with_runs_on_disk(out: str, curves: list, rows: list, runs_configs: dict) -> tuple:
@@ -315,9 +323,8 @@ def run_env(env: str, args, log) -> tuple[list[dict], list[dict]]:
         curves, rows, runs_configs = with_runs_on_disk(out, curves, rows, runs_configs)
       write_csv(os.path.join(out, "curves.csv"), curves)  # kept current as runs end
       write_csv(os.path.join(out, "final.csv"), rows)
-      with open(os.path.join(out, CONFIGS) + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(runs_configs, f, indent=1, sort_keys=True)
-      os.replace(os.path.join(out, CONFIGS) + ".tmp", os.path.join(out, CONFIGS))
+      dump = functools.partial(json.dump, runs_configs, indent=1, sort_keys=True)
+      write_atomically(os.path.join(out, CONFIGS), dump)
       shutil.rmtree(workdir, ignore_errors=True)  # its row is saved
   if args.resume:
     curves, rows, _ = with_runs_on_disk(out, curves, rows, runs_configs)
