@@ -67,7 +67,10 @@ def progress_line(metrics: dict, total_env_steps: int) -> str:
   preferences = ""
   if "labels_used" in metrics:
     correlation = metrics.get("rm_true_correlation", float("nan"))
-    preferences = f" | labels {metrics['labels_used']:>5,d} | r̂~r {correlation:5.2f}"
+    pairs = metrics.get("rm_pair_accuracy", float("nan"))
+    preferences = (
+      f" | labels {metrics['labels_used']:>5,d} | r̂~r {correlation:5.2f} | pairs {pairs:4.2f}"
+    )
   return (
     f"[{100.0 * steps / total_env_steps:5.1f}%] env steps {steps:>11,d} | "
     f"{rate:9,.0f} steps/s | true return {return_text}{preferences} | "

@@ -45,14 +45,14 @@ class PreferenceState:
 
 # Measured when the ensemble updates: with `reward.update_every_env_steps`, a chunk
 # averages them over the iterations that updated (weighted by the `rm_updates` metric).
+AGREEMENT_METRICS = ("rm_true_correlation", "rm_pair_accuracy", "rm_pair_ties")
 UPDATE_METRICS = (
   "rm_train_loss",
   "rm_train_accuracy",
   "rm_val_loss",
   "rm_val_accuracy",
   "rm_l2",
-  "rm_true_correlation",
-)
+) + AGREEMENT_METRICS
 
 
 def episode_metrics(transitions: Transition) -> dict:
@@ -92,6 +92,20 @@ def correlation(x, y):
   dx, dy = x - jnp.mean(x), y - jnp.mean(y)
   covariance, var_x, var_y = jnp.mean(dx * dy), jnp.mean(dx * dx), jnp.mean(dy * dy)
   return jnp.where(var_x * var_y > 0, covariance / jnp.sqrt(var_x * var_y + 1e-30), 0.0)
+
+
+def pair_agreement(learned, true) -> dict:
+  """Pairs the first half of two [2P] return vectors with the second half (i with P + i)."""
+  half = learned.shape[0] // 2
+  learned_diff = learned[:half] - learned[half:]
+  true_diff = true[:half] - true[half:]
+  strict = jnp.abs(true_diff) > 1e-6
+  right = jnp.sum(strict & (learned_diff * true_diff > 0))
+  count = jnp.sum(strict)
+  return {
+    "rm_pair_accuracy": jnp.where(count > 0, right / jnp.maximum(count, 1), 0.5),
+    "rm_pair_ties": 1.0 - count / half,
+  }
 
 
 class Preferences:
@@ -231,18 +245,18 @@ class Preferences:
     state, fit_metrics = self.scheduled_fit(state, key_fit, iteration)
     state, reward, learned_return_sum = self.reward(state, stream)
     if self.update_schedule is None:
-      agreement = self.reward_correlation(state, key_reward)
+      agreement = self.reward_agreement(state, key_reward)
     else:  # a diagnostic, costlier than the reward of a small rollout: with the updates
       agreement = jax.lax.cond(
         fit_metrics["rm_updates"] > 0,
-        lambda s: self.reward_correlation(s, key_reward),
-        lambda s: jnp.zeros(()),
+        lambda s: self.reward_agreement(s, key_reward),
+        lambda s: {name: jnp.zeros(()) for name in AGREEMENT_METRICS},
         state,
       )
     metrics.update(
       fit_metrics,
+      **agreement,
       learned_return_sum=learned_return_sum,
-      rm_true_correlation=agreement,
       queries_asked=state.queries_asked,
       labels_used=state.labels_used,
     )
@@ -324,15 +338,21 @@ class Preferences:
       rm, self.model.step_rewards(rm.params, rm.inputs, obs, action, next_obs)
     )
 
-  def reward_correlation(self, state: PreferenceState, key) -> jax.Array:
-    """How well the learned return of 256 stored segments tracks their true return."""
+  def reward_agreement(self, state: PreferenceState, key) -> dict:
+    """How well the learned return of 512 stored segments tracks their true return:
+    `rm_true_correlation` (Pearson, all 512) and, over the 256 pairs they make (i with
+    256 + i), `rm_pair_accuracy` (the share of pairs whose true returns differ that the
+    learned ones order the same way; 0.5 when none differ) and `rm_pair_ties` (the share
+    whose true returns are equal: on sparse rewards most pairs tie, and the correlation
+    then rests on a handful of segments)."""
     size = jnp.maximum(state.segments.size, 1)
-    index = self.shard(jax.random.randint(key, (256,), 0, size), 0)
+    index = self.shard(jax.random.randint(key, (512,), 0, size), 0)
     sample = jax.tree.map(lambda x: x[index], state.segments.segments)
     rm = state.reward_model
     raw = self.model.step_rewards(rm.params, rm.inputs, sample.obs, sample.action, sample.next_obs)
     learned = jnp.sum(self.model.normalize(rm, raw) * sample.mask, axis=-1)
-    return correlation(learned, teachers.segment_return(sample))
+    true = teachers.segment_return(sample)
+    return dict(rm_true_correlation=correlation(learned, true), **pair_agreement(learned, true))
 
   # -- the pieces, for labels from outside --------------------------------------------------
 

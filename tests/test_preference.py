@@ -151,7 +151,7 @@ def test_members_batched_or_one_by_one_train_alike():
   jax.tree.map(
     lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), params_loop, params_vmap
   )
-  for name in preference.UPDATE_METRICS[:-1]:  # what `fit` reports
+  for name in preference.UPDATE_METRICS[: -len(preference.AGREEMENT_METRICS)]:  # `fit`'s
     assert float(metrics_loop[name]) == pytest.approx(float(metrics_vmap[name]), rel=1e-4)
 
 
@@ -325,3 +325,53 @@ def test_kcenter_queries_are_the_pool_pairs_farthest_from_the_labelled_ones(meth
   before = int(state.labels_used)
   state, _, metrics = jax.jit(prefs.step)(state, key_pool, random_stream(key_select), 0)
   assert int(state.labels_used) == before + prefs.label_schedule[0] > before
+
+
+def test_pair_agreement_counts_the_pairs_with_unequal_true_returns_ordered_right():
+  learned = jnp.array([1.0, 5.0, 2.0, 0.0, 3.0, 0.0, 4.0, 0.0])
+  true = jnp.array([1.0, 2.0, 3.0, 0.0, 0.0, 2.0, 1.0, 0.0])
+  # Pairs (i, 4 + i): true 1 > 0, learned 1 < 3: wrong; 2 = 2: a tie; 3 > 1, learned 2 < 4:
+  # wrong; 0 = 0: a tie. Two pairs with unequal true returns, neither ordered right.
+  metrics = preference.pair_agreement(learned, true)
+  assert float(metrics["rm_pair_accuracy"]) == 0.0
+  assert float(metrics["rm_pair_ties"]) == 0.5
+  metrics = preference.pair_agreement(-learned, true)  # reversed: both right
+  assert float(metrics["rm_pair_accuracy"]) == 1.0
+  metrics = preference.pair_agreement(learned, jnp.zeros(8))  # all tie: a coin's 0.5
+  assert float(metrics["rm_pair_accuracy"]) == 0.5
+  assert float(metrics["rm_pair_ties"]) == 1.0
+
+
+def test_reward_agreement_matches_numpy_on_the_stored_segments():
+  config = small_config()
+  prefs = preference.Preferences(config, OBS, ACT, control_dt=0.05)
+  state = prefs.init(jax.random.PRNGKey(0), random_stream(jax.random.PRNGKey(1)))
+  metrics = prefs.reward_agreement(state, jax.random.PRNGKey(3))
+
+  index = np.asarray(jax.random.randint(jax.random.PRNGKey(3), (512,), 0, state.segments.size))
+  stored = jax.tree.map(lambda x: np.asarray(x)[index], state.segments.segments)
+  rm = state.reward_model
+  features = np.concatenate([stored.obs, stored.action], axis=-1)  # [512, K, OBS + ACT]
+  raw = np.stack(
+    [
+      numpy_member_reward(jax.tree.map(lambda x, m=m: x[m], rm.params), features)
+      for m in range(config.reward.ensemble_size)
+    ]
+  )
+  scaled = (raw - np.asarray(rm.reward_mean)[:, None, None]) / np.sqrt(
+    np.asarray(rm.reward_var)[:, None, None] + 1e-8
+  )
+  learned = (scaled.mean(axis=0) * stored.mask).sum(axis=-1)
+  true = (stored.true_reward * stored.mask).sum(axis=-1)
+  right = ties = 0
+  for i in range(256):
+    if true[i] == true[256 + i]:
+      ties += 1
+    elif (learned[i] > learned[256 + i]) == (true[i] > true[256 + i]):
+      right += 1
+  assert ties < 256
+  assert float(metrics["rm_pair_accuracy"]) == pytest.approx(right / (256 - ties))
+  assert float(metrics["rm_pair_ties"]) == pytest.approx(ties / 256)
+  assert float(metrics["rm_true_correlation"]) == pytest.approx(
+    np.corrcoef(learned, true)[0, 1], abs=1e-4
+  )
