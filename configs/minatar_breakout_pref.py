@@ -29,6 +29,9 @@ def get_config():
   config = config_lib.load(os.path.join(os.path.dirname(__file__), "minatar_breakout.py"))
   config.reward.source = "learned"
   config.reward.train_steps = 64
+  # Losing the ball ends the episode and the true reward is never negative: centering the
+  # learned reward would make every brickless step a cost and ending the episode early a gain.
+  config.reward.normalize_mean = False
   config.queries.total_labels = 5500
   config.queries.buffer_size = 5500
   return config
