@@ -22,6 +22,8 @@ evaluator (rlhf_jax/evaluation.py). Writes to --out:
   <env>/final.csv             the final eval return of each run
   <env>/label_efficiency.png  mean true return against env steps, one line per condition
   <env>/configs.json          each run's config (--resume refuses rows of another config)
+  <env>/metrics/<run>.jsonl   each run's metrics.jsonl (a line per chunk: the reward
+                              model's agreement with the true reward, losses, entropy)
   paper_table.csv             one row per env: true-reward return, each budget's return
                               and ratio, steps/s
   paper_figure.png            a panel per env in the layout of the paper's Figure 1
@@ -93,6 +95,15 @@ def set_aside_if_unresumable(workdir: str, log) -> None:
     n += 1
   shutil.move(workdir, f"{workdir}.interrupted{n}")
   log(f"  {workdir} was cut off before its first checkpoint: moved to .interrupted{n}")
+
+
+def keep_metrics(workdir: str, path: str) -> None:
+  """Copies a finished run's per-chunk metrics (metrics.jsonl: the reward model's
+  agreement with the true reward, losses, entropy) to `path` before its workdir goes."""
+  source = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(source):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    shutil.copyfile(source, path)
 
 
 def run(config, seed: int, condition: str, log, workdir: str):
@@ -325,7 +336,8 @@ def run_env(env: str, args, log) -> tuple[list[dict], list[dict]]:
       write_csv(os.path.join(out, "final.csv"), rows)
       dump = functools.partial(json.dump, runs_configs, indent=1, sort_keys=True)
       write_atomically(os.path.join(out, CONFIGS), dump)
-      shutil.rmtree(workdir, ignore_errors=True)  # its row is saved
+      keep_metrics(workdir, os.path.join(out, "metrics", f"{slug}_seed{seed}.jsonl"))
+      shutil.rmtree(workdir, ignore_errors=True)  # its row and metrics are saved
   if args.resume:
     curves, rows, _ = with_runs_on_disk(out, curves, rows, runs_configs)
   return curves, rows

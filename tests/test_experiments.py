@@ -694,3 +694,25 @@ def test_two_processes_fill_one_task_without_losing_each_others_runs(tmp_path, m
   # The last to finish reports the whole task: 700 labels gain 700 of true reward's 1000.
   table = module.read_csv(out, "paper_table.csv")
   assert table[0]["ratio_700"] == pytest.approx(0.7)
+
+
+def test_label_efficiency_keeps_each_runs_metrics_when_it_removes_the_workdir(
+  tmp_path, monkeypatch
+):
+  module = experiment("label_efficiency")
+  calls = []
+  fake = fake_run(calls)
+
+  def run(config, seed, condition, log, workdir):
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+      f.write(json.dumps({"env_steps": 100, "condition": condition, "seed": seed}) + "\n")
+    return fake(config, seed, condition, log, workdir)
+
+  monkeypatch.setattr(module, "run", run)
+  out, work = tmp_path / "out", tmp_path / "work"
+  module.main(["--envs=hopper", "--seeds=1", "--labels=700", f"--out={out}", f"--workdirs={work}"])
+  for condition, name in (("true reward", "true_reward_seed1"), ("700 labels", "700_labels_seed1")):
+    with open(out / "hopper" / "metrics" / f"{name}.jsonl") as f:
+      assert json.loads(f.read()) == {"env_steps": 100, "condition": condition, "seed": 1}
+    assert not (work / "hopper" / name).exists()  # the workdir itself is gone
