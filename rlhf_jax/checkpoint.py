@@ -19,6 +19,7 @@ restores; if none restores, the run stops rather than start over.
 """
 
 import json
+import math
 import os
 import shutil
 
@@ -114,7 +115,9 @@ class Checkpointer:
   def save(self, chunk: int, state, meta: dict) -> None:
     """Starts saving `state` as chunk `chunk`; returns once the arrays are off the device."""
     meta = dict(meta, chunk=chunk, fingerprint=int(fingerprint(state)))
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    args = ocp.args.Composite(
+      state=ocp.args.StandardSave(_without_empty(state)), meta=ocp.args.JsonSave(meta)
+    )
     self._manager.save(chunk, args=args, force=True)
 
   def restore_latest(self, abstract_state, log) -> tuple | None:
@@ -129,9 +132,10 @@ class Checkpointer:
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         meta = meta.meta
         restored = self._manager.restore(
-          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardRestore(_without_empty(abstract_state))),
         )
-        state = restored.state
+        state = _with_empty(abstract_state, restored.state)
         if int(fingerprint(state)) != meta["fingerprint"]:
           raise ValueError("its arrays do not match the fingerprint saved with them")
       except Exception as error:  # noqa: BLE001 -- any failure means: try the one before
@@ -178,6 +182,28 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _is_empty(leaf) -> bool:
+  return math.prod(leaf.shape) == 0
+
+
+def _without_empty(tree):
+  """`tree` with its zero-size arrays (pgx's Asterix keeps one) as None: orbax refuses to
+  save them, and they hold nothing to save."""
+  return jax.tree.map(lambda leaf: None if _is_empty(leaf) else leaf, tree)
+
+
+def _with_empty(abstract_tree, restored):
+  """The restored tree with its zero-size arrays put back, typed and placed as in
+  `abstract_tree` (ShapeDtypeStructs with shardings)."""
+
+  def fill(abstract, leaf):
+    if abstract is None or not _is_empty(abstract):  # None: a field the state leaves empty
+      return leaf
+    return jax.device_put(jnp.zeros(abstract.shape, abstract.dtype), abstract.sharding)
+
+  return jax.tree.map(fill, abstract_tree, restored, is_leaf=lambda x: x is None)
 
 
 def _short(error: Exception) -> str:
