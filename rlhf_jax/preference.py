@@ -45,14 +45,9 @@ class PreferenceState:
 
 # Measured when the ensemble updates: with `reward.update_every_env_steps`, a chunk
 # averages them over the iterations that updated (weighted by the `rm_updates` metric).
+FIT_METRICS = ("rm_train_loss", "rm_train_accuracy", "rm_val_loss", "rm_val_accuracy", "rm_l2")
 AGREEMENT_METRICS = ("rm_true_correlation", "rm_pair_accuracy", "rm_pair_ties")
-UPDATE_METRICS = (
-  "rm_train_loss",
-  "rm_train_accuracy",
-  "rm_val_loss",
-  "rm_val_accuracy",
-  "rm_l2",
-) + AGREEMENT_METRICS
+UPDATE_METRICS = FIT_METRICS + AGREEMENT_METRICS
 
 
 def episode_metrics(transitions: Transition) -> dict:

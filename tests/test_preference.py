@@ -151,7 +151,7 @@ def test_members_batched_or_one_by_one_train_alike():
   jax.tree.map(
     lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), params_loop, params_vmap
   )
-  for name in preference.UPDATE_METRICS[: -len(preference.AGREEMENT_METRICS)]:  # `fit`'s
+  for name in preference.FIT_METRICS:
     assert float(metrics_loop[name]) == pytest.approx(float(metrics_vmap[name]), rel=1e-4)
 
 
