@@ -90,11 +90,12 @@ def correlation(x, y):
 
 
 def pair_agreement(learned, true) -> dict:
-  """Pairs the first half of two [2P] return vectors with the second half (i with P + i)."""
+  """Pairs the first half of two [2P] return vectors with the second half (i with P + i);
+  a tie is what the oracle labels 0.5 (equal true returns, `teachers.label`)."""
   half = learned.shape[0] // 2
   learned_diff = learned[:half] - learned[half:]
   true_diff = true[:half] - true[half:]
-  strict = jnp.abs(true_diff) > 1e-6
+  strict = true_diff != 0
   right = jnp.sum(strict & (learned_diff * true_diff > 0))
   count = jnp.sum(strict)
   return {
