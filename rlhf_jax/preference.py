@@ -46,7 +46,13 @@ class PreferenceState:
 # Measured when the ensemble updates: with `reward.update_every_env_steps`, a chunk
 # averages them over the iterations that updated (weighted by the `rm_updates` metric).
 FIT_METRICS = ("rm_train_loss", "rm_train_accuracy", "rm_val_loss", "rm_val_accuracy", "rm_l2")
-AGREEMENT_METRICS = ("rm_true_correlation", "rm_pair_accuracy", "rm_pair_ties")
+AGREEMENT_METRICS = (
+  "rm_true_correlation",
+  "rm_pair_accuracy",
+  "rm_pair_ties",
+  "rm_step_slope",
+  "rm_step_offset",
+)
 UPDATE_METRICS = FIT_METRICS + AGREEMENT_METRICS
 
 
@@ -102,6 +108,23 @@ def pair_agreement(learned, true) -> dict:
     "rm_pair_accuracy": jnp.where(count > 0, right / jnp.maximum(count, 1), 0.5),
     "rm_pair_ties": 1.0 - count / half,
   }
+
+
+def step_fit(learned, true, mask) -> dict:
+  """The least-squares line learned ≈ slope * (true + offset) over the steps with mask 1:
+  `rm_step_slope` (learned units per true unit) and `rm_step_offset` (what a step pays
+  beyond its true reward, in true-reward units: 0 when the learned reward is the true one
+  scaled; positive when it pays for surviving, which only segments cut short by an
+  episode's end can teach it). Both 0 where the true reward does not vary or the slope is
+  not positive."""
+  weight = mask / jnp.maximum(jnp.sum(mask), 1.0)
+  mean_true, mean_learned = jnp.sum(weight * true), jnp.sum(weight * learned)
+  var_true = jnp.sum(weight * (true - mean_true) ** 2)
+  covariance = jnp.sum(weight * (true - mean_true) * (learned - mean_learned))
+  slope = jnp.where(var_true > 0, covariance / jnp.where(var_true > 0, var_true, 1.0), 0.0)
+  fitted = slope > 0
+  offset = mean_learned / jnp.where(fitted, slope, 1.0) - mean_true
+  return {"rm_step_slope": slope, "rm_step_offset": jnp.where(fitted, offset, 0.0)}
 
 
 class Preferences:
@@ -340,15 +363,21 @@ class Preferences:
     256 + i), `rm_pair_accuracy` (the share of pairs whose true returns differ that the
     learned ones order the same way; 0.5 when none differ) and `rm_pair_ties` (the share
     whose true returns are equal: on sparse rewards most pairs tie, and the correlation
-    then rests on a handful of segments)."""
+    then rests on a handful of segments), and the line through their steps' learned and
+    true rewards (`step_fit`)."""
     size = jnp.maximum(state.segments.size, 1)
     index = self.shard(jax.random.randint(key, (512,), 0, size), 0)
     sample = jax.tree.map(lambda x: x[index], state.segments.segments)
     rm = state.reward_model
     raw = self.model.step_rewards(rm.params, rm.inputs, sample.obs, sample.action, sample.next_obs)
-    learned = jnp.sum(self.model.normalize(rm, raw) * sample.mask, axis=-1)
+    learned_steps = self.model.normalize(rm, raw)
+    learned = jnp.sum(learned_steps * sample.mask, axis=-1)
     true = teachers.segment_return(sample)
-    return dict(rm_true_correlation=correlation(learned, true), **pair_agreement(learned, true))
+    return dict(
+      rm_true_correlation=correlation(learned, true),
+      **pair_agreement(learned, true),
+      **step_fit(learned_steps, sample.true_reward, sample.mask),
+    )
 
   # -- the pieces, for labels from outside --------------------------------------------------
 

@@ -375,3 +375,23 @@ def test_reward_agreement_matches_numpy_on_the_stored_segments():
   assert float(metrics["rm_true_correlation"]) == pytest.approx(
     np.corrcoef(learned, true)[0, 1], abs=1e-4
   )
+  steps = stored.mask.reshape(-1) > 0
+  slope, intercept = np.polyfit(
+    stored.true_reward.reshape(-1)[steps], scaled.mean(axis=0).reshape(-1)[steps], 1
+  )
+  assert float(metrics["rm_step_slope"]) == pytest.approx(slope, rel=1e-3)
+  if slope > 0:
+    assert float(metrics["rm_step_offset"]) == pytest.approx(intercept / slope, rel=1e-3, abs=1e-4)
+
+
+def test_step_fit_reads_scale_and_offset_of_a_line():
+  true = jnp.array([[0.0, 1.0, 0.0, 3.0], [2.0, 0.0, 9.0, 9.0]])
+  mask = jnp.array([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]])  # the 9s are padding
+  learned = jnp.where(mask > 0, 2.0 * (true + 0.5), -100.0)  # a step pays 0.5 beyond truth
+  metrics = preference.step_fit(learned, true, mask)
+  assert float(metrics["rm_step_slope"]) == pytest.approx(2.0)
+  assert float(metrics["rm_step_offset"]) == pytest.approx(0.5)
+  # Reversed (slope -2): no offset is read; a constant true reward: neither is.
+  assert float(preference.step_fit(-learned, true, mask)["rm_step_offset"]) == 0.0
+  flat = preference.step_fit(learned, jnp.ones_like(true), mask)
+  assert float(flat["rm_step_slope"]) == float(flat["rm_step_offset"]) == 0.0
