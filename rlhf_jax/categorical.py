@@ -16,7 +16,9 @@ networks, as Brax's PPO networks are.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 from brax.training import networks as brax_networks
@@ -114,13 +116,22 @@ class ConvTorso(linen.Module):
     return x.reshape((*batch_shape, self.output_size))
 
 
+def pgx_torso(obs, frame_shape):
+  """pgx's torso, inside a compact module: flattened frames [B, H * W * C] -> features
+  [B, 64]: a convolution of 32 2x2 filters (SAME padding as Haiku's: the extra row and
+  column after), ReLU, 2x2 average pooling, a dense ReLU layer of 64."""
+  x = obs.reshape((-1, *frame_shape))
+  x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+  x = linen.relu(PatchConv(32, (2, 2), name="Conv_0")(x))
+  x = linen.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+  return linen.relu(linen.Dense(64)(x.reshape((x.shape[0], -1))))
+
+
 class PgxTower(linen.Module):
-  """pgx's MinAtar PPO network (examples/minatar-ppo/train.py) as one tower: a convolution
-  of 32 2x2 filters (SAME padding as Haiku's: the extra row and column after), ReLU, 2x2
-  average pooling, a dense ReLU layer of 64; then `hidden_sizes` tanh layers (pgx: 64, 64)
-  and the output layer. Flattened frames [..., H * W * C] -> [..., output_size]. pgx
-  shares everything before the tanh layers between policy and value; here, as Brax's PPO
-  networks are, each has its own."""
+  """pgx's MinAtar PPO network (examples/minatar-ppo/train.py) as one tower: `pgx_torso`,
+  then `hidden_sizes` tanh layers (pgx: 64, 64) and the output layer. Flattened frames
+  [..., H * W * C] -> [..., output_size]. pgx shares the torso between policy and value
+  (`PgxActorCritic`); here, as Brax's PPO networks are, each has its own."""
 
   frame_shape: tuple[int, int, int]
   hidden_sizes: Sequence[int]
@@ -129,15 +140,39 @@ class PgxTower(linen.Module):
   @linen.compact
   def __call__(self, obs):
     batch_shape = obs.shape[:-1]
-    x = obs.reshape((-1, *self.frame_shape))
-    x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
-    x = linen.relu(PatchConv(32, (2, 2), name="Conv_0")(x))
-    x = linen.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-    x = linen.relu(linen.Dense(64)(x.reshape((x.shape[0], -1))))
+    x = pgx_torso(obs, self.frame_shape)
     for size in self.hidden_sizes:
       x = jnp.tanh(linen.Dense(size)(x))
     x = linen.Dense(self.output_size)(x)
     return x.reshape((*batch_shape, self.output_size))
+
+
+class PgxActorCritic(linen.Module):
+  """pgx's MinAtar PPO network as pgx has it: one `pgx_torso` under two heads of tanh
+  layers, the policy's logits and the value. Flattened frames [..., H * W * C] ->
+  (logits [..., num_actions], value [...]). The torso, most of the work, runs once for
+  both and learns from both losses."""
+
+  frame_shape: tuple[int, int, int]
+  policy_hidden_sizes: Sequence[int]
+  value_hidden_sizes: Sequence[int]
+  num_actions: int
+
+  @linen.compact
+  def __call__(self, obs):
+    batch_shape = obs.shape[:-1]
+    features = pgx_torso(obs, self.frame_shape)
+    heads = []
+    for name, sizes, size_out in (
+      ("policy", self.policy_hidden_sizes, self.num_actions),
+      ("value", self.value_hidden_sizes, 1),
+    ):
+      x = features
+      for i, size in enumerate(sizes):
+        x = jnp.tanh(linen.Dense(size, name=f"{name}_{i}")(x))
+      heads.append(linen.Dense(size_out, name=f"{name}_out")(x))
+    logits, value = heads
+    return logits.reshape((*batch_shape, self.num_actions)), value.reshape(batch_shape)
 
 
 TORSOS = {"minatar": ConvTorso, "pgx": PgxTower}
@@ -154,6 +189,23 @@ def _network(module, observation_size, preprocess_observations_fn, squeeze=False
   return brax_networks.FeedForwardNetwork(init=init, apply=apply)
 
 
+@flax.struct.dataclass
+class SharedPPONetworks(brax_ppo_networks.PPONetworks):
+  """PPONetworks whose policy and value share a torso: `policy_network` (what Brax's
+  `make_inference_fn` and acting use) holds every parameter and gives the logits;
+  `actor_critic(normalizer, policy_params, obs) -> (logits, values)` gives both in one
+  pass (`ppo.logits_and_values`); `value_network` has no parameters of its own."""
+
+  actor_critic: Any
+
+
+def _no_value_of_its_own(processor_params, params, obs):
+  raise ValueError(
+    "with a shared torso (ppo.torso='pgx_shared') the value needs the policy's parameters: "
+    "use ppo.value_of(networks, params, normalizer, obs)."
+  )
+
+
 def make_ppo_networks(
   frame_shape: tuple[int, int, int],
   num_actions: int,
@@ -164,13 +216,34 @@ def make_ppo_networks(
 ) -> brax_ppo_networks.PPONetworks:
   """Brax's PPONetworks record with a categorical policy and conv torsos (`TORSOS`:
   "minatar", `ConvTorso`; "pgx", `PgxTower`); `apply` takes (normalizer, params, obs
-  [..., H * W * C]) as Brax's networks do."""
+  [..., H * W * C]) as Brax's networks do. "pgx_shared": `PgxActorCritic`, one torso
+  under both heads, as a `SharedPPONetworks`."""
   observation_size = frame_shape[0] * frame_shape[1] * frame_shape[2]
+  distribution = Categorical(num_actions)
+  if torso == "pgx_shared":
+    module = PgxActorCritic(
+      tuple(frame_shape), tuple(policy_hidden_sizes), tuple(value_hidden_sizes), num_actions
+    )
+
+    def actor_critic(processor_params, params, obs):
+      return module.apply(params, preprocess_observations_fn(obs, processor_params))
+
+    return SharedPPONetworks(
+      policy_network=brax_networks.FeedForwardNetwork(
+        init=lambda key: module.init(key, jnp.zeros((1, observation_size), jnp.float32)),
+        apply=lambda *args: actor_critic(*args)[0],
+      ),
+      value_network=brax_networks.FeedForwardNetwork(
+        init=lambda key: {}, apply=_no_value_of_its_own
+      ),
+      parametric_action_distribution=distribution,
+      actor_critic=actor_critic,
+    )
   tower = TORSOS[torso]
   policy = tower(tuple(frame_shape), tuple(policy_hidden_sizes), num_actions)
   value = tower(tuple(frame_shape), tuple(value_hidden_sizes), 1)
   return brax_ppo_networks.PPONetworks(
     policy_network=_network(policy, observation_size, preprocess_observations_fn),
     value_network=_network(value, observation_size, preprocess_observations_fn, squeeze=True),
-    parametric_action_distribution=Categorical(num_actions),
+    parametric_action_distribution=distribution,
   )

@@ -17,7 +17,7 @@ import ml_collections
 REWARD_SOURCES = ("true", "learned")
 LEARNERS = ("ppo", "sac")
 PPO_MINIBATCHES = ("sequences", "transitions")
-PPO_TORSOS = ("minatar", "pgx")
+PPO_TORSOS = ("minatar", "pgx", "pgx_shared")
 TEACHERS = ("oracle", "stochastic", "myopic", "skip", "equal", "mistake", "human")
 # Default segment duration in simulated seconds (Christiano et al. 2017 use 1-2 s).
 SEGMENT_SECONDS = 1.5
@@ -86,7 +86,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.ppo.steps_per_pass = 65_536
   # Frames (MinAtar) only, rlhf_jax/categorical.py: "minatar", MinAtar's baseline torso
   # (conv 16 3x3, ReLU layers); or "pgx", pgx's PPO network (conv 32 2x2, 2x2 average
-  # pooling, dense 64, tanh layers), one tower each for policy and value.
+  # pooling, dense 64, tanh layers), one tower each for policy and value; or
+  # "pgx_shared", pgx's network as pgx has it, one torso under both heads (half the
+  # convolutions, most of an update's work).
   config.ppo.torso = "minatar"
   config.ppo.policy_hidden_sizes = (32, 32, 32, 32)
   config.ppo.value_hidden_sizes = (256, 256, 256, 256, 256)

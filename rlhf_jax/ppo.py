@@ -68,6 +68,25 @@ def make_networks(observation_size: int, action_size: int, ppo_config, frame_sha
   )
 
 
+def logits_and_values(networks, params: PPONetworkParams, normalizer, obs):
+  """The policy's logits and the value of `obs`: one pass where they share a torso
+  (`categorical.SharedPPONetworks`), else each network on its own parameters."""
+  joint = getattr(networks, "actor_critic", None)
+  if joint is not None:
+    return joint(normalizer, params.policy, obs)
+  return (
+    networks.policy_network.apply(normalizer, params.policy, obs),
+    networks.value_network.apply(normalizer, params.value, obs),
+  )
+
+
+def value_of(networks, params: PPONetworkParams, normalizer, obs):
+  """The value of `obs` (with a shared torso, from the policy's parameters)."""
+  if getattr(networks, "actor_critic", None) is not None:
+    return logits_and_values(networks, params, normalizer, obs)[1]
+  return networks.value_network.apply(normalizer, params.value, obs)
+
+
 def make_optimizer(ppo_config) -> optax.GradientTransformation:
   adam = optax.adam(ppo_config.learning_rate)
   if ppo_config.max_grad_norm > 0:
@@ -114,7 +133,7 @@ def lambda_returns(params: PPONetworkParams, normalizer, data: Transition, netwo
   value of `data.next_obs[-1]` ends each sequence. Returns (values V(s_t), λ-return
   targets, Brax's advantages r_t + γ G^λ_{t+1} - V(s_t)), all [T, B]; steps cut off by the
   episode length carry no advantage (as in Brax)."""
-  apply = functools.partial(networks.value_network.apply, normalizer, params.value)
+  apply = functools.partial(value_of, networks, params, normalizer)
   values = in_passes(apply, data.obs, ppo_config.steps_per_pass)
   bootstrap_value = apply(data.next_obs[-1])
   targets, advantages = compute_gae(
@@ -129,13 +148,10 @@ def lambda_returns(params: PPONetworkParams, normalizer, data: Transition, netwo
   return values, targets, advantages
 
 
-def _loss(
-  params, normalizer, obs, raw_action, log_prob, advantages, v_loss, key, networks, ppo_config
-):
+def _loss(logits, raw_action, log_prob, advantages, v_loss, key, networks, ppo_config):
   """Clipped surrogate + `v_loss` (the caller's value loss) - entropy bonus, on a batch of
-  any shape; returns (loss, metrics)."""
+  any shape, from the policy's `logits` of it; returns (loss, metrics)."""
   dist = networks.parametric_action_distribution
-  logits = networks.policy_network.apply(normalizer, params.policy, obs)
   if ppo_config.normalize_advantage:
     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
   ratio = jnp.exp(dist.log_prob(logits, raw_action) - log_prob)
@@ -156,8 +172,9 @@ def ppo_loss(params: PPONetworkParams, normalizer, data: Transition, key, networ
   computes it: GAE under the current `params`, in the loss. Returns (loss, metrics)."""
   values, targets, advantages = lambda_returns(params, normalizer, data, networks, ppo_config)
   v_loss = value_loss(values, targets)
-  args = (data.obs, data.raw_action, data.log_prob, advantages, v_loss, key)
-  return _loss(params, normalizer, *args, networks, ppo_config)
+  logits = networks.policy_network.apply(normalizer, params.policy, data.obs)
+  args = (logits, data.raw_action, data.log_prob, advantages, v_loss, key)
+  return _loss(*args, networks, ppo_config)
 
 
 class Transitions(NamedTuple):
@@ -207,13 +224,13 @@ def transition_loss(
   """The PPO loss on single transitions whose advantages and targets were computed before
   the update (`to_transitions`); the value loss is clipped when ppo.value_clipping > 0.
   Returns (loss, metrics)."""
-  values = networks.value_network.apply(normalizer, params.value, batch.obs)
+  logits, values = logits_and_values(networks, params, normalizer, batch.obs)
   if ppo_config.value_clipping > 0:
     v_loss = clipped_value_loss(values, batch.value, batch.target, ppo_config.value_clipping)
   else:
     v_loss = value_loss(values, batch.target)
-  args = (batch.obs, batch.raw_action, batch.log_prob, batch.advantage, v_loss, key)
-  return _loss(params, normalizer, *args, networks, ppo_config)
+  args = (logits, batch.raw_action, batch.log_prob, batch.advantage, v_loss, key)
+  return _loss(*args, networks, ppo_config)
 
 
 def shuffle_into_minibatches(tree, key, num_minibatches: int, axis: int):

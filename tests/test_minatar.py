@@ -202,8 +202,10 @@ def test_ppo_on_breakout_runs_and_is_deterministic(tmp_path):
     assert 0 < record["entropy"] <= np.log(3) + 1e-6
 
 
-def test_rollout_records_one_hot_actions_and_brax_evaluation_runs():
+@pytest.mark.parametrize("torso", ["minatar", "pgx_shared"])
+def test_rollout_records_one_hot_actions_and_brax_evaluation_runs(torso):
   config = tiny_minatar_config()
+  config.ppo.torso = torso
   trainer = loop.make_trainer(config)
   state = trainer.init(loop.seed_keys(config))
   agent = state.agent
@@ -226,20 +228,28 @@ def test_config_file_validates_and_sac_is_refused():
     learners.make_learner(config, envs.make_env("minatar-breakout"))
 
 
-@pytest.mark.parametrize("game", ["breakout", "asterix"])  # asterix: a zero-size array
-def test_resume_restores_the_games_bitwise(tmp_path, monkeypatch, game):
+@pytest.mark.parametrize(
+  "game, torso",
+  [("breakout", "minatar"), ("asterix", "minatar"), ("breakout", "pgx_shared")],
+)  # asterix: a zero-size array; pgx_shared: the value has no parameters of its own
+def test_resume_restores_the_games_bitwise(tmp_path, monkeypatch, game, torso):
   """pgx's game states are part of the checkpoint: stopped after chunk 1 of 2 and resumed,
   the run is the straight one. Asterix's state holds an array of shape (0,), which orbax
   refuses to save."""
   from tests.test_checkpoint import assert_same_arrays, interrupt_after  # noqa: PLC0415
 
-  straight = train.train(tiny_minatar_config(game=game), str(tmp_path / "straight"))
+  def config():
+    config = tiny_minatar_config(game=game)
+    config.ppo.torso = torso
+    return config
+
+  straight = train.train(config(), str(tmp_path / "straight"))
   workdir = str(tmp_path / "run")
   interrupt_after(monkeypatch, 1)
   with pytest.raises(train.Interrupted, match="after chunk 1 of 2"):
-    train.train(tiny_minatar_config(game=game), workdir)
+    train.train(config(), workdir)
   monkeypatch.undo()
-  resumed = train.train(tiny_minatar_config(game=game), workdir)
+  resumed = train.train(config(), workdir)
   assert _deterministic(resumed.records) == _deterministic(straight.records)
   assert_same_arrays(resumed.state, straight.state)
 
@@ -293,10 +303,31 @@ def test_preference_loop_on_breakout_runs_and_is_deterministic(tmp_path):
     assert np.isfinite(record["ppo_loss"]) and record["episodes"] > 0
 
 
+def numpy_pgx_torso(frame, conv_kernel, conv_bias, dense_kernel, dense_bias):
+  """pgx's torso on one flattened 10x10xC frame, written out: Haiku's SAME padding for a
+  2x2 kernel (a zero row and column after), loops for the convolution and the 2x2 average
+  pool, then dense ReLU 64."""
+  channels = conv_kernel.shape[2]
+  padded = np.zeros((11, 11, channels), np.float32)
+  padded[:10, :10] = frame.reshape(10, 10, channels)
+  conv = np.zeros((10, 10, conv_kernel.shape[-1]))
+  for i in range(10):
+    for j in range(10):
+      patch = padded[i : i + 2, j : j + 2, :]  # [2, 2, C]
+      conv[i, j] = np.einsum("hwc,hwcf->f", patch, conv_kernel) + conv_bias
+  pooled = np.maximum(conv, 0).reshape(5, 2, 5, 2, -1).mean(axis=(1, 3))
+  return np.maximum(pooled.reshape(-1) @ dense_kernel + dense_bias, 0)
+
+
+def numpy_tanh_head(x, layers):
+  """tanh layers, then a linear output layer; `layers`: Flax Dense parameters in order."""
+  for layer in layers[:-1]:
+    x = np.tanh(x @ layer["kernel"] + layer["bias"])
+  return x @ layers[-1]["kernel"] + layers[-1]["bias"]
+
+
 def test_pgx_tower_matches_a_numpy_forward_pass():
-  """categorical.PgxTower against pgx's network written out in NumPy: Haiku's SAME
-  padding for a 2x2 kernel (a zero row and column after), loops for the convolution and
-  the 2x2 average pool, then dense ReLU 64 and tanh layers."""
+  """categorical.PgxTower against pgx's network written out in NumPy."""
   frame_shape, hidden, actions = (10, 10, 4), (64, 64), 3
   module = categorical.PgxTower(frame_shape, hidden, actions)
   rng = np.random.default_rng(0)
@@ -305,22 +336,80 @@ def test_pgx_tower_matches_a_numpy_forward_pass():
   p = jax.tree.map(np.asarray, params["params"])
   out = np.asarray(module.apply(params, jnp.asarray(obs)))
   for b in range(2):
-    frame = np.zeros((11, 11, 4), np.float32)
-    frame[:10, :10] = obs[b].reshape(frame_shape)
-    conv = np.zeros((10, 10, 32))
-    for i in range(10):
-      for j in range(10):
-        patch = frame[i : i + 2, j : j + 2, :]  # [2, 2, C]
-        conv[i, j] = np.einsum("hwc,hwcf->f", patch, p["Conv_0"]["kernel"]) + p["Conv_0"]["bias"]
-    conv = np.maximum(conv, 0)
-    pooled = conv.reshape(5, 2, 5, 2, 32).mean(axis=(1, 3))
-    x = np.maximum(pooled.reshape(-1) @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"], 0)
-    x = np.tanh(x @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"])
-    x = np.tanh(x @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"])
-    expected = x @ p["Dense_3"]["kernel"] + p["Dense_3"]["bias"]
+    conv, dense = p["Conv_0"], p["Dense_0"]
+    x = numpy_pgx_torso(obs[b], conv["kernel"], conv["bias"], dense["kernel"], dense["bias"])
+    expected = numpy_tanh_head(x, [p["Dense_1"], p["Dense_2"], p["Dense_3"]])
     np.testing.assert_allclose(out[b], expected, rtol=1e-4, atol=1e-5)
   # conv 2x2x4x32 + 32; dense (5 * 5 * 32) x 64 + 64; 64 x 64 + 64 twice; 64 x 3 + 3
   assert sum(x.size for x in jax.tree.leaves(p)) == 544 + 51_264 + 2 * 4_160 + 195
+
+
+def test_shared_torso_is_pgxs_actor_critic_and_trains_from_both_losses():
+  """ppo.torso = "pgx_shared": pgx's network as pgx has it (one torso, two heads),
+  against NumPy; its parameters count as pgx's ActorCritic's; the value loss moves the
+  torso that the policy acts with; PPO's transition loss is the same as computed from
+  the NumPy logits and values."""
+  config = default_config()
+  config.ppo.torso = "pgx_shared"
+  config.ppo.policy_hidden_sizes = config.ppo.value_hidden_sizes = (64, 64)
+  config_lib.validate(config, device_count=1)
+  networks = ppo.make_networks(400, 3, config.ppo, frame_shape=(10, 10, 4))
+  state = ppo.init_state(jax.random.PRNGKey(0), networks, ppo.make_optimizer(config.ppo), 400)
+  assert state.params.value == {}
+  p = jax.tree.map(np.asarray, state.params.policy["params"])
+  # conv 544, dense 51,264; policy head 2 x 4,160 + 195; value head 2 x 4,160 + 65
+  assert sum(x.size for x in jax.tree.leaves(p)) == 544 + 51_264 + 8_515 + 8_385
+  obs = np.random.default_rng(1).integers(0, 2, size=(4, 400)).astype(np.float32)
+  logits, values = ppo.logits_and_values(networks, state.params, state.normalizer, obs)
+  for b in range(4):
+    conv, dense = p["Conv_0"], p["Dense_0"]
+    x = numpy_pgx_torso(obs[b], conv["kernel"], conv["bias"], dense["kernel"], dense["bias"])
+    heads = {
+      name: numpy_tanh_head(x, [p[f"{name}_0"], p[f"{name}_1"], p[f"{name}_out"]])
+      for name in ("policy", "value")
+    }
+    np.testing.assert_allclose(logits[b], heads["policy"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(values[b], heads["value"][0], rtol=1e-4, atol=1e-5)
+  acted = networks.policy_network.apply(state.normalizer, state.params.policy, obs)
+  np.testing.assert_array_equal(acted, logits)  # what Brax's inference function runs
+  np.testing.assert_array_equal(ppo.value_of(networks, state.params, state.normalizer, obs), values)
+  with pytest.raises(ValueError, match="shared torso"):
+    networks.value_network.apply(state.normalizer, state.params.value, obs)
+
+  def value_only(policy_params):
+    params = state.params._replace(policy=policy_params)
+    return jnp.sum(ppo.value_of(networks, params, state.normalizer, obs) ** 2)
+
+  grads = jax.grad(value_only)(state.params.policy)["params"]
+  assert np.abs(grads["Conv_0"]["kernel"]).sum() > 0  # the torso learns from the value
+  assert np.abs(grads["policy_out"]["kernel"]).sum() == 0
+
+  actions = jax.nn.one_hot(np.array([0, 1, 2, 1]), 3)
+  log_prob = jax.nn.log_softmax(logits)[np.arange(4), np.array([0, 1, 2, 1])] - 0.1
+  batch = ppo.Transitions(
+    obs=obs,
+    raw_action=actions,
+    log_prob=log_prob,
+    advantage=np.array([1.0, -0.5, 0.2, 0.3], np.float32),
+    target=np.array([0.5, 0.0, -0.2, 1.0], np.float32),
+    value=np.asarray(values),
+  )
+  config.ppo.normalize_advantage = False
+  config.ppo.value_clipping = 0.0
+  config.ppo.clipping_epsilon = 0.2
+  loss, metrics = ppo.transition_loss(
+    state.params, state.normalizer, batch, None, networks, config.ppo
+  )
+  ratio = np.exp(0.1)  # each action's log-probability is 0.1 above the old one
+  advantage = np.asarray(batch.advantage)
+  surrogate = -np.mean(np.minimum(ratio * advantage, np.clip(ratio, 0.8, 1.2) * advantage))
+  value_error = 0.5 * np.mean((np.asarray(values) - np.asarray(batch.target)) ** 2)
+  probs = np.exp(np.asarray(jax.nn.log_softmax(logits)))
+  entropy = -np.mean(np.sum(probs * np.log(probs), axis=-1))
+  coefficient = config.ppo.value_loss_coefficient
+  expected = surrogate + coefficient * value_error - config.ppo.entropy_cost * entropy
+  assert float(loss) == pytest.approx(expected, rel=1e-4)
+  assert float(metrics["entropy"]) == pytest.approx(entropy, rel=1e-4)
 
 
 def test_ppo_torso_key_picks_the_network_and_is_validated():
