@@ -12,7 +12,9 @@ reads it like a continuous action, and the MinAtar env takes its argmax.
 The torso follows the MinAtar baselines (Young & Tian 2019): one convolution of 16 3x3
 filters (stride 1, no padding) with ReLU, flattened, then dense ReLU layers (the config's
 hidden sizes; MinAtar's is one of 128) and the output layer. Policy and value are separate
-networks, as Brax's PPO networks are.
+networks, as Brax's PPO networks are; or pgx's network (`PgxTower`, one each), or pgx's
+network as pgx has it, one torso under both heads (`PgxActorCritic`, `ppo.torso =
+"pgx_shared"`), which halves the convolutions, most of an update's work on the CPU.
 """
 
 from collections.abc import Sequence
