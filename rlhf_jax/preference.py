@@ -127,6 +127,20 @@ def step_fit(learned, true, mask) -> dict:
   return {"rm_step_slope": slope, "rm_step_offset": jnp.where(fitted, offset, 0.0)}
 
 
+def label_ties(buffer: reward_model.PreferenceBuffer) -> dict:
+  """Of the stored labels: `label_ties`, the share that are ties (0.5), and
+  `label_length_ties`, the share that tie a segment cut short by its episode's end with
+  one of another length: the labels that pin the learned reward's offset (`step_fit`)."""
+  stored = jnp.arange(buffer.label.shape[0]) < buffer.size
+  tie = stored & (buffer.label == 0.5)
+  lengths_differ = jnp.sum(buffer.first.mask, -1) != jnp.sum(buffer.second.mask, -1)
+  count = jnp.maximum(jnp.sum(stored), 1)
+  return {
+    "label_ties": jnp.sum(tie) / count,
+    "label_length_ties": jnp.sum(tie & lengths_differ) / count,
+  }
+
+
 class Preferences:
   """The preference side of `config` (read once, here): which teacher, how many labels
   when, the segment length, the reward ensemble. `shard(tree, axis)` places batches over
@@ -275,6 +289,7 @@ class Preferences:
     metrics.update(
       fit_metrics,
       **agreement,
+      **label_ties(state.preferences),
       learned_return_sum=learned_return_sum,
       queries_asked=state.queries_asked,
       labels_used=state.labels_used,

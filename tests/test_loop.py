@@ -193,6 +193,7 @@ def test_preference_metrics_and_label_budget(tmp_path):
   records = result.records
   keys = {"labels_used", "learned_return", "rm_val_accuracy", "rm_true_correlation"}
   keys |= {"rm_pair_accuracy", "rm_pair_ties", "rm_step_slope", "rm_step_offset"}
+  keys |= {"label_ties", "label_length_ties"}
   for line in (workdir / "metrics.jsonl").read_text().splitlines():
     assert keys <= json.loads(line).keys()
   assert records[-1]["labels_used"] == records[-1]["queries_asked"] == 20  # the whole budget

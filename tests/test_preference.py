@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from rlhf_jax import config as config_lib
-from rlhf_jax import preference
+from rlhf_jax import preference, reward_model
 from rlhf_jax import segments as segments_lib
 from rlhf_jax.config import default_config
-from rlhf_jax.types import Transition
+from rlhf_jax.types import Segment, Transition
 
 OBS, ACT, ENVS, STEPS = 3, 2, 4, 12
 
@@ -382,6 +382,26 @@ def test_reward_agreement_matches_numpy_on_the_stored_segments():
   assert float(metrics["rm_step_slope"]) == pytest.approx(slope, rel=1e-3)
   if slope > 0:
     assert float(metrics["rm_step_offset"]) == pytest.approx(intercept / slope, rel=1e-3, abs=1e-4)
+
+
+def test_label_ties_counts_stored_ties_and_those_of_unequal_lengths():
+  def segments(lengths):
+    mask = (np.arange(4)[None] < np.array(lengths)[:, None]).astype(np.float32)
+    return Segment(obs=None, action=None, next_obs=None, true_reward=None, mask=mask, qpos=None)
+
+  # Five slots, four stored: a tie of lengths 4 and 2, a tie of equal lengths, a decided
+  # pair of unequal lengths, a tie of equal lengths; the fifth slot (a tie) is not stored.
+  buffer = reward_model.PreferenceBuffer(
+    first=segments([4, 4, 4, 3, 1]),
+    second=segments([2, 4, 1, 3, 4]),
+    label=jnp.array([0.5, 0.5, 1.0, 0.5, 0.5]),
+    bootstrap=None,
+    next_index=jnp.array(4),
+    size=jnp.array(4),
+  )
+  metrics = preference.label_ties(buffer)
+  assert float(metrics["label_ties"]) == pytest.approx(3 / 4)
+  assert float(metrics["label_length_ties"]) == pytest.approx(1 / 4)
 
 
 def test_step_fit_reads_scale_and_offset_of_a_line():
