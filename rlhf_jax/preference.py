@@ -110,21 +110,26 @@ def pair_agreement(learned, true) -> dict:
   }
 
 
+STEP_FIT_SHRINK = 1e-2
+
+
 def step_fit(learned, true, mask) -> dict:
   """The least-squares line learned ≈ slope * (true + offset) over the steps with mask 1:
   `rm_step_slope` (learned units per true unit) and `rm_step_offset` (what a step pays
   beyond its true reward, in true-reward units: 0 when the learned reward is the true one
   scaled; positive when it pays for surviving, which only segments cut short by an
   episode's end can teach it). Both 0 where the true reward does not vary or the slope is
-  not positive."""
+  not positive; near a slope of 0 the offset shrinks to 0 (`STEP_FIT_SHRINK`)."""
   weight = mask / jnp.maximum(jnp.sum(mask), 1.0)
   mean_true, mean_learned = jnp.sum(weight * true), jnp.sum(weight * learned)
   var_true = jnp.sum(weight * (true - mean_true) ** 2)
   covariance = jnp.sum(weight * (true - mean_true) * (learned - mean_learned))
   slope = jnp.where(var_true > 0, covariance / jnp.where(var_true > 0, var_true, 1.0), 0.0)
-  fitted = slope > 0
-  offset = mean_learned / jnp.where(fitted, slope, 1.0) - mean_true
-  return {"rm_step_slope": slope, "rm_step_offset": jnp.where(fitted, offset, 0.0)}
+  # intercept / slope, shrunk towards 0 where the slope is small (below ~0.1) so that the
+  # metric does not jump as the slope crosses 0 (a device count's rounding can flip it).
+  intercept = mean_learned - slope * mean_true
+  offset = intercept * slope / (slope**2 + STEP_FIT_SHRINK)
+  return {"rm_step_slope": slope, "rm_step_offset": jnp.where(slope > 0, offset, 0.0)}
 
 
 def label_ties(buffer: reward_model.PreferenceBuffer) -> dict:

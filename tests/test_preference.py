@@ -381,7 +381,8 @@ def test_reward_agreement_matches_numpy_on_the_stored_segments():
   )
   assert float(metrics["rm_step_slope"]) == pytest.approx(slope, rel=1e-3)
   if slope > 0:
-    assert float(metrics["rm_step_offset"]) == pytest.approx(intercept / slope, rel=1e-3, abs=1e-4)
+    shrunk = intercept * slope / (slope**2 + preference.STEP_FIT_SHRINK)
+    assert float(metrics["rm_step_offset"]) == pytest.approx(shrunk, rel=1e-3, abs=1e-4)
 
 
 def test_label_ties_counts_stored_ties_and_those_of_unequal_lengths():
@@ -410,7 +411,7 @@ def test_step_fit_reads_scale_and_offset_of_a_line():
   learned = jnp.where(mask > 0, 2.0 * (true + 0.5), -100.0)  # a step pays 0.5 beyond truth
   metrics = preference.step_fit(learned, true, mask)
   assert float(metrics["rm_step_slope"]) == pytest.approx(2.0)
-  assert float(metrics["rm_step_offset"]) == pytest.approx(0.5)
+  assert float(metrics["rm_step_offset"]) == pytest.approx(0.5 * 4 / 4.01)  # shrunk a little
   # Reversed (slope -2): no offset is read; a constant true reward: neither is.
   assert float(preference.step_fit(-learned, true, mask)["rm_step_offset"]) == 0.0
   flat = preference.step_fit(learned, jnp.ones_like(true), mask)
