@@ -50,8 +50,6 @@ AGREEMENT_METRICS = (
   "rm_true_correlation",
   "rm_pair_accuracy",
   "rm_pair_ties",
-  "rm_step_slope",
-  "rm_step_offset",
 )
 UPDATE_METRICS = FIT_METRICS + AGREEMENT_METRICS
 
@@ -110,26 +108,19 @@ def pair_agreement(learned, true) -> dict:
   }
 
 
-STEP_FIT_SHRINK = 1e-2
-
-
 def step_fit(learned, true, mask) -> dict:
-  """The least-squares line learned ≈ slope * (true + offset) over the steps with mask 1:
-  `rm_step_slope` (learned units per true unit) and `rm_step_offset` (what a step pays
-  beyond its true reward, in true-reward units: 0 when the learned reward is the true one
-  scaled; positive when it pays for surviving, which only segments cut short by an
-  episode's end can teach it). Both 0 where the true reward does not vary or the slope is
-  not positive; near a slope of 0 the offset shrinks to 0 (`STEP_FIT_SHRINK`)."""
+  """The least-squares line learned ≈ slope × true + intercept over the steps with mask
+  1: `rm_step_slope` (learned units per true unit) and `rm_step_intercept` (the learned
+  reward of a step whose true reward is 0). Their ratio is what a step pays beyond its
+  true reward in true-reward units: 0 when the learned reward is the true one scaled,
+  positive when it pays for surviving (a ratio, ill-conditioned where the slope is near 0,
+  so it is left to the reader). The slope is 0 where the true reward does not vary."""
   weight = mask / jnp.maximum(jnp.sum(mask), 1.0)
   mean_true, mean_learned = jnp.sum(weight * true), jnp.sum(weight * learned)
   var_true = jnp.sum(weight * (true - mean_true) ** 2)
   covariance = jnp.sum(weight * (true - mean_true) * (learned - mean_learned))
   slope = jnp.where(var_true > 0, covariance / jnp.where(var_true > 0, var_true, 1.0), 0.0)
-  # intercept / slope, shrunk towards 0 where the slope is small (below ~0.1) so that the
-  # metric does not jump as the slope crosses 0 (a device count's rounding can flip it).
-  intercept = mean_learned - slope * mean_true
-  offset = intercept * slope / (slope**2 + STEP_FIT_SHRINK)
-  return {"rm_step_slope": slope, "rm_step_offset": jnp.where(slope > 0, offset, 0.0)}
+  return {"rm_step_slope": slope, "rm_step_intercept": mean_learned - slope * mean_true}
 
 
 def label_ties(buffer: reward_model.PreferenceBuffer) -> dict:
@@ -396,7 +387,6 @@ class Preferences:
     return dict(
       rm_true_correlation=correlation(learned, true),
       **pair_agreement(learned, true),
-      **step_fit(learned_steps, sample.true_reward, sample.mask),
     )
 
   # -- the pieces, for labels from outside --------------------------------------------------

@@ -379,10 +379,11 @@ def test_reward_agreement_matches_numpy_on_the_stored_segments():
   slope, intercept = np.polyfit(
     stored.true_reward.reshape(-1)[steps], scaled.mean(axis=0).reshape(-1)[steps], 1
   )
-  assert float(metrics["rm_step_slope"]) == pytest.approx(slope, rel=1e-3)
-  if slope > 0:
-    shrunk = intercept * slope / (slope**2 + preference.STEP_FIT_SHRINK)
-    assert float(metrics["rm_step_offset"]) == pytest.approx(shrunk, rel=1e-3, abs=1e-4)
+  fit = preference.step_fit(
+    jnp.asarray(scaled.mean(axis=0)), jnp.asarray(stored.true_reward), jnp.asarray(stored.mask)
+  )
+  assert float(fit["rm_step_slope"]) == pytest.approx(slope, rel=1e-3)
+  assert float(fit["rm_step_intercept"]) == pytest.approx(intercept, rel=1e-3, abs=1e-4)
 
 
 def test_label_ties_counts_stored_ties_and_those_of_unequal_lengths():
@@ -411,8 +412,9 @@ def test_step_fit_reads_scale_and_offset_of_a_line():
   learned = jnp.where(mask > 0, 2.0 * (true + 0.5), -100.0)  # a step pays 0.5 beyond truth
   metrics = preference.step_fit(learned, true, mask)
   assert float(metrics["rm_step_slope"]) == pytest.approx(2.0)
-  assert float(metrics["rm_step_offset"]) == pytest.approx(0.5 * 4 / 4.01)  # shrunk a little
-  # Reversed (slope -2): no offset is read; a constant true reward: neither is.
-  assert float(preference.step_fit(-learned, true, mask)["rm_step_offset"]) == 0.0
+  assert float(metrics["rm_step_intercept"]) == pytest.approx(1.0)  # 2 x 0.5: intercept / slope
+  # Reversed: slope -2, intercept -1; a constant true reward: no slope.
+  reversed_fit = preference.step_fit(-learned, true, mask)
+  assert float(reversed_fit["rm_step_intercept"]) == pytest.approx(-1.0)
   flat = preference.step_fit(learned, jnp.ones_like(true), mask)
-  assert float(flat["rm_step_slope"]) == float(flat["rm_step_offset"]) == 0.0
+  assert float(flat["rm_step_slope"]) == 0.0
