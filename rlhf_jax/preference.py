@@ -46,11 +46,7 @@ class PreferenceState:
 # Measured when the ensemble updates: with `reward.update_every_env_steps`, a chunk
 # averages them over the iterations that updated (weighted by the `rm_updates` metric).
 FIT_METRICS = ("rm_train_loss", "rm_train_accuracy", "rm_val_loss", "rm_val_accuracy", "rm_l2")
-AGREEMENT_METRICS = (
-  "rm_true_correlation",
-  "rm_pair_accuracy",
-  "rm_pair_ties",
-)
+AGREEMENT_METRICS = ("rm_true_correlation", "rm_pair_accuracy", "rm_pair_ties")
 UPDATE_METRICS = FIT_METRICS + AGREEMENT_METRICS
 
 
@@ -374,20 +370,15 @@ class Preferences:
     256 + i), `rm_pair_accuracy` (the share of pairs whose true returns differ that the
     learned ones order the same way; 0.5 when none differ) and `rm_pair_ties` (the share
     whose true returns are equal: on sparse rewards most pairs tie, and the correlation
-    then rests on a handful of segments), and the line through their steps' learned and
-    true rewards (`step_fit`)."""
+    then rests on a handful of segments)."""
     size = jnp.maximum(state.segments.size, 1)
     index = self.shard(jax.random.randint(key, (512,), 0, size), 0)
     sample = jax.tree.map(lambda x: x[index], state.segments.segments)
     rm = state.reward_model
     raw = self.model.step_rewards(rm.params, rm.inputs, sample.obs, sample.action, sample.next_obs)
-    learned_steps = self.model.normalize(rm, raw)
-    learned = jnp.sum(learned_steps * sample.mask, axis=-1)
+    learned = jnp.sum(self.model.normalize(rm, raw) * sample.mask, axis=-1)
     true = teachers.segment_return(sample)
-    return dict(
-      rm_true_correlation=correlation(learned, true),
-      **pair_agreement(learned, true),
-    )
+    return dict(rm_true_correlation=correlation(learned, true), **pair_agreement(learned, true))
 
   # -- the pieces, for labels from outside --------------------------------------------------
 
